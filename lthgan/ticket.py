@@ -1,0 +1,417 @@
+"""Lottery tickets: masks plus the state to rewind to, saved in one safe file.
+
+A :class:`Ticket` holds
+
+* ``masks``: a bool tensor per lthgan masked layer, keyed by the module's qualified name;
+* ``state``: a full ``state_dict()`` to rewind to -- theta_0 for every parameter and buffer
+  (norm running stats, spectral-norm vectors, ...) or a late-rewind snapshot. The mask
+  buffers themselves are carried by ``masks`` and never by ``state``: keys of the form
+  ``"<layer>.mask"`` for the ticket's layers are dropped from ``state``, so a raw
+  ``model.state_dict()`` can be passed as is;
+* ``provenance``: a JSON-ready dict (round, sparsity, seed, config, lthgan version, creation
+  time, and whatever the caller adds).
+
+File format (one safetensors file, never a pickle)
+--------------------------------------------------
+* tensor ``mask/<layer>``: the layer's mask bit-packed at 1 bit per entry (``uint8``,
+  big-endian bit order within a byte, as ``numpy.packbits``), its shape in the metadata;
+* tensor ``state/<key>``: the state tensors as they are;
+* metadata: ``format = "lthgan.ticket"``, ``format_version``, ``masks`` (JSON list of
+  ``[layer, shape]``), ``state`` (JSON list of keys, in order), ``provenance`` (JSON) and
+  ``sha256``: a digest over the format version, the layout, the provenance and every
+  tensor's dtype, shape and bytes in that order, so any flipped or missing byte is caught.
+
+The file is written atomically (temporary file, fsync, rename).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__, ops
+from ._io import atomic_write
+from .nn import masked_modules, raw_weight
+
+__all__ = ["Ticket", "TicketError", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "lthgan.ticket"
+FORMAT_VERSION = 1
+
+_MASK_PREFIX = "mask/"
+_STATE_PREFIX = "state/"
+
+
+class TicketError(ValueError):
+    """A ticket file is unreadable, corrupt, or does not fit the model it is applied to."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _json_default(o: Any) -> Any:
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return dataclasses.asdict(o)
+    if isinstance(o, (Path, os.PathLike)):
+        return os.fspath(o)
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    if isinstance(o, torch.Tensor) and o.numel() == 1:
+        return o.item()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, (torch.dtype, torch.device)):
+        return str(o)
+    raise TypeError(f"object of type {type(o).__name__} is not JSON serializable")
+
+
+def _normalise_provenance(provenance: Mapping | None) -> dict:
+    if provenance is None:
+        return {}
+    if not isinstance(provenance, Mapping):
+        raise TypeError(f"provenance must be a dict, got {type(provenance).__name__}")
+    try:
+        return json.loads(json.dumps(dict(provenance), default=_json_default, allow_nan=True))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"provenance must be JSON-serialisable: {e}") from e
+
+
+def _mask_key(layer: str) -> str:
+    return f"{layer}.mask" if layer else "mask"
+
+
+def _pack(mask: torch.Tensor) -> torch.Tensor:
+    bits = mask.detach().to("cpu", torch.bool).reshape(-1).numpy()
+    return torch.from_numpy(np.packbits(bits))
+
+
+def _unpack(packed: torch.Tensor, shape: tuple[int, ...], layer: str) -> torch.Tensor:
+    n = math.prod(shape)
+    want = (n + 7) // 8
+    if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != want:
+        raise TicketError(
+            f"mask of layer {layer!r}: expected {want} packed bytes (uint8, 1-D) for shape "
+            f"{list(shape)}, found {packed.dtype} {list(packed.shape)}"
+        )
+    bits = np.unpackbits(packed.numpy(), count=n).astype(bool)
+    return torch.from_numpy(bits).reshape(shape)
+
+
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    t = t.detach().to("cpu").contiguous().reshape(-1)
+    if t.numel() == 0:
+        return memoryview(b"")
+    return memoryview(t.view(torch.uint8).numpy())
+
+
+def _digest(layout: str, provenance: str, tensors: list[tuple[str, torch.Tensor]]) -> str:
+    h = hashlib.sha256()
+    h.update(f"{FORMAT}/{FORMAT_VERSION}\n".encode())
+    h.update(layout.encode())
+    h.update(b"\n")
+    h.update(provenance.encode())
+    h.update(b"\n")
+    for name, t in tensors:
+        h.update(f"{name}|{str(t.dtype)}|{list(t.shape)}\n".encode())
+        h.update(_tensor_bytes(t))
+    return h.hexdigest()
+
+
+def _describe(t: torch.Tensor) -> str:
+    return f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}"
+
+
+# --------------------------------------------------------------------------- ticket
+
+
+class Ticket:
+    """Masks, the state to rewind to, and where they came from.
+
+    ``Ticket(masks, state, provenance)`` copies nothing; use :meth:`from_model` to capture a
+    model's masks with a snapshot of a state.
+    """
+
+    def __init__(
+        self,
+        masks: Mapping[str, torch.Tensor],
+        state: Mapping[str, torch.Tensor],
+        provenance: Mapping | None = None,
+    ):
+        if not isinstance(masks, Mapping):
+            raise TypeError(f"masks must be a dict of bool tensors by layer name, got {type(masks).__name__}")
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a state_dict (dict of tensors), got {type(state).__name__}")
+        self.masks: dict[str, torch.Tensor] = {}
+        for name, m in masks.items():
+            if not isinstance(name, str):
+                raise TypeError(f"mask keys must be layer names (str), got {name!r}")
+            if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
+                what = _describe(m) if isinstance(m, torch.Tensor) else type(m).__name__
+                raise TypeError(f"mask of layer {name!r} must be a bool tensor, got {what}")
+            self.masks[name] = m
+        mask_keys = {_mask_key(n) for n in self.masks}
+        self.state: dict[str, torch.Tensor] = {}
+        for key, t in state.items():
+            if not isinstance(key, str):
+                raise TypeError(f"state keys must be str, got {key!r}")
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"state[{key!r}] must be a tensor, got {type(t).__name__}")
+            if key in mask_keys:
+                continue  # the masks travel in `masks`
+            self.state[key] = t
+        self.provenance: dict = _normalise_provenance(provenance)
+
+    # ---------------------------------------------------------------- construction
+
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        state: Mapping[str, torch.Tensor] | None = None,
+        provenance: Mapping | None = None,
+    ) -> "Ticket":
+        """Capture ``model``'s masks (every lthgan masked layer) with ``state`` to rewind to.
+
+        ``state`` is a ``state_dict()`` of the same architecture (theta_0, or a late-rewind
+        snapshot); None snapshots the model's current state. Tensors are copied to the CPU,
+        so later training does not change the ticket. ``provenance`` gets ``lthgan_version``,
+        ``created`` (UTC, ISO 8601) and ``sparsity`` (pruned share of the masked weights)
+        unless given, and ``round``, ``seed``, ``config`` default to None. The state is
+        checked against the model (:meth:`validate`).
+        """
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        layers = masked_modules(model)
+        if not layers:
+            raise TicketError(
+                "the model has no lthgan masked layers, so there is no mask to put in a ticket; "
+                "convert it with `lthgan.nn.masked(model)` first"
+            )
+        if state is None:
+            state = model.state_dict()
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a state_dict (dict of tensors), got {type(state).__name__}")
+        for k, v in state.items():
+            if not isinstance(v, torch.Tensor):
+                raise TypeError(f"state[{k!r}] must be a tensor, got {type(v).__name__}")
+        masks = {name: m.mask.detach().to("cpu", copy=True) for name, m in layers}
+        snap = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+        prov = {"round": None, "seed": None, "config": None}
+        prov.update(dict(provenance or {}))
+        ticket = cls(masks, snap, prov)
+        ticket.provenance.setdefault("sparsity", ticket.sparsity)
+        ticket.provenance.setdefault("lthgan_version", __version__)
+        ticket.provenance.setdefault(
+            "created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        )
+        ticket.validate(model)
+        return ticket
+
+    # ---------------------------------------------------------------- properties
+
+    @property
+    def total(self) -> int:
+        """Entries covered by the masks."""
+        return sum(m.numel() for m in self.masks.values())
+
+    @property
+    def pruned(self) -> int:
+        """Entries pruned by the masks."""
+        return sum(m.numel() - int(m.count_nonzero()) for m in self.masks.values())
+
+    @property
+    def sparsity(self) -> float:
+        """Pruned share of the masked weights."""
+        t = self.total
+        return self.pruned / t if t else 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"Ticket({len(self.masks)} masks, sparsity={self.sparsity:.4f}, "
+            f"{len(self.state)} state tensors, round={self.provenance.get('round')!r})"
+        )
+
+    # ---------------------------------------------------------------- saving
+
+    def _layout(self) -> tuple[list, list]:
+        return (
+            [[name, list(m.shape)] for name, m in self.masks.items()],
+            list(self.state.keys()),
+        )
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the ticket to ``path`` (a safetensors file), atomically. Returns the path."""
+        from safetensors.torch import save_file
+
+        masks_layout, state_keys = self._layout()
+        tensors: list[tuple[str, torch.Tensor]] = []
+        for name, m in self.masks.items():
+            tensors.append((_MASK_PREFIX + name, _pack(m)))
+        for key, t in self.state.items():
+            tensors.append((_STATE_PREFIX + key, t.detach().to("cpu").contiguous().clone()))
+        layout = json.dumps({"masks": masks_layout, "state": state_keys}, separators=(",", ":"))
+        prov = json.dumps(self.provenance, separators=(",", ":"), sort_keys=True)
+        metadata = {
+            "format": FORMAT,
+            "format_version": str(FORMAT_VERSION),
+            "layout": layout,
+            "provenance": prov,
+            "sha256": _digest(layout, prov, tensors),
+        }
+        data = dict(tensors)
+        return atomic_write(path, lambda tmp: save_file(data, tmp, metadata=metadata))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Ticket":
+        """Read a ticket written by :meth:`save`; every check failure raises :class:`TicketError`."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no ticket file at {str(path)!r}")
+        where = f"ticket file {str(path)!r}"
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                metadata = f.metadata() or {}
+                names = list(f.keys())
+                raw = {n: f.get_tensor(n) for n in names}
+        except Exception as e:  # safetensors raises its own error types, plus OSError
+            raise TicketError(f"{where} is truncated or corrupt (not a readable safetensors file): {e}") from e
+
+        if metadata.get("format") != FORMAT:
+            raise TicketError(f"{where} is not an lthgan ticket (format={metadata.get('format')!r})")
+        version = metadata.get("format_version")
+        if version != str(FORMAT_VERSION):
+            raise TicketError(
+                f"{where} has format_version={version!r}; this lthgan ({__version__}) reads "
+                f"version {FORMAT_VERSION}"
+            )
+        for field in ("layout", "provenance", "sha256"):
+            if field not in metadata:
+                raise TicketError(f"{where} is corrupt: metadata field {field!r} is missing")
+        try:
+            layout = json.loads(metadata["layout"])
+            provenance = json.loads(metadata["provenance"])
+            masks_layout = [(str(n), tuple(int(d) for d in shape)) for n, shape in layout["masks"]]
+            state_keys = [str(k) for k in layout["state"]]
+        except (ValueError, TypeError, KeyError) as e:
+            raise TicketError(f"{where} is corrupt: unreadable layout or provenance ({e})") from e
+
+        expected = [_MASK_PREFIX + n for n, _ in masks_layout] + [_STATE_PREFIX + k for k in state_keys]
+        missing = [n for n in expected if n not in raw]
+        if missing:
+            raise TicketError(f"{where} is corrupt: tensor {missing[0]!r} is missing")
+        extra = [n for n in names if n not in set(expected)]
+        if extra:
+            raise TicketError(f"{where} is corrupt: unexpected tensor {extra[0]!r}")
+        tensors = [(n, raw[n]) for n in expected]
+        if _digest(metadata["layout"], metadata["provenance"], tensors) != metadata["sha256"]:
+            raise TicketError(f"{where} is corrupt: its checksum does not match its contents")
+
+        try:
+            masks = {n: _unpack(raw[_MASK_PREFIX + n], shape, n) for n, shape in masks_layout}
+        except TicketError as e:
+            raise TicketError(f"{where} is corrupt: {e}") from e
+        state = {k: raw[_STATE_PREFIX + k] for k in state_keys}
+        ticket = cls(masks, state, provenance)
+        return ticket
+
+    # ---------------------------------------------------------------- applying
+
+    def _plan(self, model: nn.Module):
+        """Check the ticket against ``model`` and pair up tensors; raises TicketError."""
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        layers = masked_modules(model)
+        names = {n for n, _ in layers}
+        mask_plan = []  # (module, raw weight, ticket mask)
+        for name, module in layers:
+            if name not in self.masks:
+                raise TicketError(f"the ticket has no mask for the model's masked layer {name!r}")
+            w = raw_weight(module)
+            m = self.masks[name]
+            if tuple(m.shape) != tuple(w.shape):
+                raise TicketError(
+                    f"mask of layer {name!r} has shape {list(m.shape)}, but the model's weight "
+                    f"there has shape {list(w.shape)}"
+                )
+            mask_plan.append((module, w, m))
+        for name in self.masks:
+            if name not in names:
+                raise TicketError(
+                    f"the ticket has a mask for layer {name!r}, which is not a masked layer of the model"
+                )
+
+        sd = model.state_dict(keep_vars=True)
+        mask_ids = {id(module.mask) for _, module in layers}
+        model_state = {k: v for k, v in sd.items() if id(v) not in mask_ids}
+        for key, t in model_state.items():
+            if key not in self.state:
+                raise TicketError(f"the ticket's state has no tensor {key!r}, which the model has")
+            src = self.state[key]
+            if src.shape != t.shape or src.dtype != t.dtype:
+                raise TicketError(
+                    f"state tensor {key!r} is {_describe(src)} in the ticket but {_describe(t)} in the model"
+                )
+        for key in self.state:
+            if key not in model_state:
+                raise TicketError(f"the ticket's state has tensor {key!r}, which the model does not have")
+        return mask_plan, model_state
+
+    def validate(self, model: nn.Module) -> None:
+        """Raise :class:`TicketError` naming the first tensor that does not fit ``model``."""
+        self._plan(model)
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Set the masks and rewind ``model`` to the ticket's state, in place.
+
+        Everything is checked first (layer names, shapes, dtypes; a missing or extra layer or
+        state key raises :class:`TicketError` naming the first mismatching tensor) and the
+        model is left untouched on error. Then every mask buffer is set in place, every
+        parameter is rewound by one ``lthgan.ops.rewind_`` call (masked weights to
+        ``where(mask, state, 0)``, the others to a plain copy) and every buffer is copied in
+        place. Parameters and buffers keep their identity, so optimizers built on the model
+        still refer to the right tensors. Returns the model.
+        """
+        mask_plan, model_state = self._plan(model)
+        # Stage every source on its target's device before touching the model.
+        masks_dev = [(module, m.to(w.device)) for module, w, m in mask_plan]
+        masked_weight = {id(w): i for i, (_, w, _) in enumerate(mask_plan)}
+        params, sources, rw_masks, buffers = [], [], [], []
+        seen: set[int] = set()
+        for key, t in model_state.items():
+            if id(t) in seen:  # tied tensors: rewind once
+                continue
+            seen.add(id(t))
+            src = self.state[key].to(t.device)
+            if isinstance(t, nn.Parameter):
+                params.append(t)
+                sources.append(src)
+                i = masked_weight.get(id(t))
+                rw_masks.append(None if i is None else masks_dev[i][1])
+            else:
+                buffers.append((t, src))
+        for module, w, _ in mask_plan:
+            if id(w) not in seen:
+                raise TicketError(
+                    f"the raw weight of a masked {type(module).__name__} is not a parameter in the "
+                    "model's state_dict, so it cannot be rewound"
+                )
+
+        with torch.no_grad():
+            for module, m in masks_dev:
+                module.set_mask(m, apply=False)
+            if params:
+                ops.rewind_(params, sources, rw_masks)
+            for t, src in buffers:
+                t.copy_(src)
+        return model
