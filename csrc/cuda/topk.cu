@@ -5,7 +5,8 @@
 #include "../lthgan.h"
 #include "multi_tensor.cuh"
 
-#include <ATen/cuda/cub.cuh>
+#include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
 #include <c10/cuda/CUDAException.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
