@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple, Sequence
 
@@ -173,11 +174,10 @@ def _select(model, sel) -> list[PrunableWeight]:
 
 
 def _check_sparsity(sparsity) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
-        if isinstance(sparsity, torch.Tensor) and sparsity.numel() == 1:
-            sparsity = sparsity.item()
-        else:
-            raise TypeError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+    if isinstance(sparsity, torch.Tensor) and sparsity.numel() == 1 and not sparsity.dtype.is_complex:
+        sparsity = sparsity.item()
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
+        raise TypeError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
     s = float(sparsity)
     if not (0.0 <= s < 1.0):  # also rejects NaN
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
@@ -268,9 +268,10 @@ def random_masks(
     """Prune to ``sparsity`` with one global random mask over the surviving entries.
 
     Exactly ``P - floor(sparsity * P + 0.5)`` entries survive, drawn uniformly without
-    replacement among those still unpruned, from ``generator`` (torch's default generator
-    when None): the same generator state gives the same masks. Returns the new masks by
-    module name.
+    replacement among those still unpruned (the largest of i.i.d. float64 uniform scores),
+    from ``generator`` (torch's default CPU generator when None; the scores are drawn on the
+    generator's device): the same generator state gives the same masks. Returns the new
+    masks by module name.
     """
     s = _check_sparsity(sparsity)
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -279,17 +280,15 @@ def random_masks(
     keep = _plan_keep(ws, s)
     gen_device = generator.device if generator is not None else torch.device("cpu")
     with torch.no_grad():
-        flat = torch.cat([w.mask.reshape(-1).to(gen_device) for w in ws])
-        survivors = flat.nonzero().squeeze(1)
-        order = torch.randperm(survivors.numel(), generator=generator, device=gen_device)
-        chosen = survivors[order[:keep]]
-        new_flat = torch.zeros_like(flat)
-        new_flat[chosen] = True
-        new, start = [], 0
-        for w in ws:
-            n = w.mask.numel()
-            new.append(new_flat[start : start + n].view(w.mask.shape).to(w.mask.device).clone())
-            start += n
+        # i.i.d. float64 scores, then the `keep` largest among the survivors: a uniform draw
+        # without replacement (scores are spaced 2**-53 apart, so ties are negligible and
+        # broken deterministically anyway).
+        scores = [
+            torch.rand(w.mask.shape, generator=generator, dtype=torch.float64, device=gen_device)
+            for w in ws
+        ]
+        picked = ops.global_topk_masks(scores, [w.mask.to(gen_device) for w in ws], keep)
+        new = [m.to(w.mask.device) for m, w in zip(picked, ws)]
     return _set_masks(ws, new)
 
 
@@ -305,7 +304,7 @@ def imp_schedule(rate: float, target: float) -> list[float]:
     noise never adds a spurious round: ``imp_schedule(0.2, 0.36) == [0.2, 0.36]``.
     """
     for label, v in (("rate", rate), ("target", target)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
             raise TypeError(f"{label} must be a number in (0, 1), got {v!r}")
         if not (0.0 < float(v) < 1.0):
             raise ValueError(f"{label} must be in (0, 1), got {v!r}")

@@ -205,8 +205,10 @@ class Ticket:
                 raise TypeError(f"state[{k!r}] must be a tensor, got {type(v).__name__}")
         masks = {name: m.mask.detach().to("cpu", copy=True) for name, m in layers}
         snap = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+        if provenance is not None and not isinstance(provenance, Mapping):
+            raise TypeError(f"provenance must be a dict, got {type(provenance).__name__}")
         prov = {"round": None, "seed": None, "config": None}
-        prov.update(dict(provenance or {}))
+        prov.update(provenance or {})
         ticket = cls(masks, snap, prov)
         ticket.provenance.setdefault("sparsity", ticket.sparsity)
         ticket.provenance.setdefault("lthgan_version", __version__)
@@ -303,6 +305,8 @@ class Ticket:
             provenance = json.loads(metadata["provenance"])
             masks_layout = [(str(n), tuple(int(d) for d in shape)) for n, shape in layout["masks"]]
             state_keys = [str(k) for k in layout["state"]]
+            if not isinstance(provenance, dict):
+                raise TypeError(f"provenance is a {type(provenance).__name__}, not a dict")
         except (ValueError, TypeError, KeyError) as e:
             raise TicketError(f"{where} is corrupt: unreadable layout or provenance ({e})") from e
 

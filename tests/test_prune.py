@@ -358,6 +358,23 @@ def test_random_masks_exact_count_subset_and_deterministic():
     assert all(abs(x - 0.9) < 0.06 for x in layer_shares), layer_shares
 
 
+def test_random_masks_is_uniform_over_survivors():
+    conv = lnn.MaskedConv2d(1, 1, (1, 12), bias=False)
+    model = nn.Sequential(conv)
+    start = torch.ones(12, dtype=torch.bool)
+    start[[0, 5]] = False  # already pruned: never drawn
+    counts = torch.zeros(12)
+    reps = 1500
+    for seed in range(reps):
+        conv.set_mask(start.view(1, 1, 1, 12), apply=True)
+        m = random_masks(model, 0.5, torch.Generator().manual_seed(seed))["0"].view(-1)
+        assert int(m.sum()) == 6
+        counts += m.float()
+    assert counts[0] == 0 and counts[5] == 0
+    freq = counts[start] / reps  # each of the 10 survivors is kept with probability 6/10
+    assert bool(((freq - 0.6).abs() < 0.05).all()), freq
+
+
 def test_random_masks_default_generator_and_errors():
     model = make()
     torch.manual_seed(3)
