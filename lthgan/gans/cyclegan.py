@@ -1,0 +1,418 @@
+"""CycleGAN (Zhu et al. 2017) as used by the paper for horse2zebra: two ResNet generators
+(A→B and B→A) with InstanceNorm and transposed-conv upsampling, two 70×70 PatchGAN
+discriminators, least-squares GAN loss, cycle ×10, identity ×5, a history buffer of 50
+fakes and an LR that decays linearly to 0 over the second half of training.
+
+At the paper configuration (256×256, 64 filters, 9 blocks) each generator has 11,378,179
+parameters (PAPER.md: 11.38 M) and each PatchGAN 2,764,737. Every conv and transposed
+conv is an ``lthgan.nn`` masked layer.
+
+``D_A`` judges domain-A images (real A against ``G_BA``'s fakes), ``D_B`` domain B.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import nn as lnn
+from .base import (
+    EvalPair,
+    GANTask,
+    Trainer,
+    _check_betas,
+    _check_float,
+    _check_image_set,
+    _check_positive_int,
+    _Sampler,
+    _set_requires_grad,
+    lsgan_loss,
+)
+
+__all__ = ["CycleGANConfig", "ResnetGenerator", "PatchDiscriminator", "HistoryBuffer",
+           "CycleGANTrainer", "default_config"]
+
+
+@dataclass
+class CycleGANConfig:
+    """CycleGAN architecture and training recipe (defaults: the paper's horse2zebra recipe).
+
+    ``iterations`` = 200 epochs of max(|A|, |B|) = 1334 images at batch 1; the LR is
+    constant for the first ``decay_start`` share of the iterations and then decays linearly
+    to 0. ``batch`` is global: under DDP each of N processes draws batch / N."""
+
+    resolution: int = 256
+    channels: int = 3
+    g_filters: int = 64
+    d_filters: int = 64
+    n_blocks: int = 9
+    d_layers: int = 3
+    batch: int = 1
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    cycle_weight: float = 10.0
+    identity_weight: float = 5.0
+    pool_size: int = 50
+    iterations: int = 266_800
+    decay_start: float = 0.5
+
+    def __post_init__(self):
+        for name in ("resolution", "channels", "g_filters", "d_filters", "n_blocks", "d_layers",
+                     "batch", "iterations"):
+            _check_positive_int(name, getattr(self, name))
+        _check_positive_int("pool_size", self.pool_size, minimum=0)
+        if self.resolution % 4:
+            raise ValueError(f"resolution={self.resolution} must be divisible by 4 "
+                             "(the generator downsamples twice)")
+        out = patch_output_size(self.resolution, self.d_layers)
+        if out < 1:
+            need = 3 * 2 ** self.d_layers
+            raise ValueError(f"a PatchGAN with d_layers={self.d_layers} needs resolution >= {need}, "
+                             f"got {self.resolution}; lower d_layers")
+        _check_float("lr", self.lr, 0.0, math.inf, lo_open=True, hi_open=True)
+        _check_float("cycle_weight", self.cycle_weight, 0.0, math.inf, hi_open=True)
+        _check_float("identity_weight", self.identity_weight, 0.0, math.inf, hi_open=True)
+        _check_float("decay_start", self.decay_start, 0.0, 1.0)
+        self.betas = _check_betas("betas", self.betas)
+
+
+def patch_output_size(resolution: int, d_layers: int) -> int:
+    """Side of the PatchGAN's output map: ``d_layers`` stride-2 k4 convs, then two stride-1."""
+    s = resolution
+    for _ in range(d_layers):
+        s = (s + 2 - 4) // 2 + 1
+    return s - 2
+
+
+def default_config(preset: str) -> CycleGANConfig:
+    if preset == "paper":
+        return CycleGANConfig()
+    if preset == "quick":
+        # ~2 min of training per round on 2 CPU cores at 32x32 (see the report in the docs)
+        return CycleGANConfig(resolution=32, g_filters=16, d_filters=16, n_blocks=3, d_layers=2,
+                              batch=4, iterations=400, pool_size=50)
+    if preset == "tiny":
+        return CycleGANConfig(resolution=16, g_filters=8, d_filters=8, n_blocks=1, d_layers=2,
+                              batch=2, iterations=20, pool_size=4)
+    raise ValueError(f"unknown preset {preset!r}; expected tiny, quick or paper")
+
+
+CONFIG_CLASS = CycleGANConfig
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _norm(c: int) -> nn.Module:
+    return nn.InstanceNorm2d(c, affine=False, track_running_stats=False)
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1), lnn.MaskedConv2d(c, c, 3), _norm(c), nn.ReLU(True),
+            nn.ReflectionPad2d(1), lnn.MaskedConv2d(c, c, 3), _norm(c),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class ResnetGenerator(nn.Module):
+    """Reflect-pad conv7, two stride-2 conv3 downs, ``n_blocks`` residual blocks, two
+    stride-2 ConvTranspose2d ups, reflect-pad conv7, tanh; InstanceNorm throughout."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, filters: int = 64, n_blocks: int = 9):
+        super().__init__()
+        f = filters
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), lnn.MaskedConv2d(in_channels, f, 7), _norm(f), nn.ReLU(True)]
+        for i in range(2):
+            m = 2 ** i
+            layers += [lnn.MaskedConv2d(f * m, f * m * 2, 3, stride=2, padding=1), _norm(f * m * 2), nn.ReLU(True)]
+        layers += [ResnetBlock(f * 4) for _ in range(n_blocks)]
+        for i in range(2):
+            m = 2 ** (2 - i)
+            layers += [lnn.MaskedConvTranspose2d(f * m, f * m // 2, 3, stride=2, padding=1, output_padding=1),
+                       _norm(f * m // 2), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), lnn.MaskedConv2d(f, out_channels, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: k4 s2 conv + LReLU(0.2); ``d_layers - 1`` more k4 s2 convs and one k4 s1
+    conv, each with InstanceNorm + LReLU (widths doubling, capped at 8× filters); a final
+    k4 s1 conv to one channel. ``d_layers=3`` is the 70×70 PatchGAN."""
+
+    def __init__(self, in_channels: int = 3, filters: int = 64, d_layers: int = 3):
+        super().__init__()
+        f = filters
+        layers: list[nn.Module] = [lnn.MaskedConv2d(in_channels, f, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, d_layers):
+            prev, mult = mult, min(2 ** n, 8)
+            layers += [lnn.MaskedConv2d(f * prev, f * mult, 4, 2, 1), _norm(f * mult), nn.LeakyReLU(0.2, True)]
+        prev, mult = mult, min(2 ** d_layers, 8)
+        layers += [lnn.MaskedConv2d(f * prev, f * mult, 4, 1, 1), _norm(f * mult), nn.LeakyReLU(0.2, True)]
+        layers += [lnn.MaskedConv2d(f * mult, 1, 4, 1, 1)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module, seed: int) -> None:
+    """N(0, 0.02) on conv, transposed-conv and linear weights, zero biases; norm layers
+    with an affine part get γ ~ N(1, 0.02), β = 0. Drawn in ``named_modules`` order from a
+    CPU generator seeded with ``seed``; pruned entries stay zero."""
+    g = torch.Generator().manual_seed(seed)
+    for _, m in module.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            w = lnn.raw_weight(m)
+            w.copy_(torch.empty(w.shape).normal_(0.0, 0.02, generator=g))
+            if lnn.is_masked(m):
+                w.mul_(m.mask)
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
+            if m.weight is not None:
+                m.weight.copy_(torch.empty(m.weight.shape).normal_(1.0, 0.02, generator=g))
+                m.bias.zero_()
+
+
+def build(config: CycleGANConfig, seed: int) -> GANTask:
+    c = config.channels
+    models = nn.ModuleDict({
+        "G_AB": ResnetGenerator(c, c, config.g_filters, config.n_blocks),
+        "G_BA": ResnetGenerator(c, c, config.g_filters, config.n_blocks),
+        "D_A": PatchDiscriminator(c, config.d_filters, config.d_layers),
+        "D_B": PatchDiscriminator(c, config.d_filters, config.d_layers),
+    })
+    init_weights(models, seed)
+    return GANTask("cyclegan", config, models, ("G_AB", "G_BA"), ("D_A", "D_B"))
+
+
+# --------------------------------------------------------------------------- history buffer
+
+
+class HistoryBuffer:
+    """The CycleGAN image pool: until it holds ``size`` images every fake is stored and
+    returned; after that each fake is, with probability 1/2, swapped for a random stored
+    one (which is returned) and otherwise returned as is. Choices use ``generator``."""
+
+    def __init__(self, size: int, generator: torch.Generator):
+        self.size = size
+        self.generator = generator
+        self.images: list[Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def query(self, fakes: Tensor) -> Tensor:
+        if self.size == 0:
+            return fakes
+        fakes = fakes.detach()
+        out = []
+        # one draw per image: the coin, then the slot (drawn even when unused, so the
+        # stream does not depend on the pool's fill level once it is full)
+        for img in fakes:
+            if len(self.images) < self.size:
+                self.images.append(img.clone())
+                out.append(img)
+                continue
+            coin, slot = torch.rand(2, generator=self.generator).tolist()
+            if coin < 0.5:
+                i = min(int(slot * self.size), self.size - 1)
+                out.append(self.images[i])
+                self.images[i] = img.clone()
+            else:
+                out.append(img)
+        return torch.stack(out)
+
+    def clear(self) -> None:
+        self.images = []
+
+    def state_dict(self) -> dict:
+        imgs = torch.stack(self.images).cpu() if self.images else torch.empty(0)
+        return {"size": self.size, "images": imgs}
+
+    def load_state_dict(self, state: Mapping, device: torch.device) -> None:
+        if int(state["size"]) != self.size:
+            raise ValueError(f"history buffer state has size {state['size']}, this buffer {self.size}")
+        imgs = state["images"]
+        self.images = [im.to(device) for im in imgs] if imgs.numel() else []
+
+
+# --------------------------------------------------------------------------- training
+
+
+class CycleGANTrainer(Trainer):
+    """One iteration: a G step on both generators (LSGAN + cycle + identity), then a D
+    step on both discriminators, each judging a real batch against history-buffer fakes
+    in one forward pass (the loss halved, as in CycleGAN). One Adam for the two Gs and
+    one for the two Ds."""
+
+    family = "cyclegan"
+    # InstanceNorm keeps no running stats and masks only change between rounds, so no
+    # per-forward buffer broadcast (the generators run twice per backward)
+    _ddp_buffers = {"G_AB": False, "G_BA": False, "D_A": False, "D_B": False}
+
+    def _setup_data(self, data) -> None:
+        if not (isinstance(data, (tuple, list)) and len(data) == 2):
+            raise TypeError("CycleGAN training data must be a pair (A_train, B_train) of ImageSets, "
+                            f"not {type(data).__name__}")
+        _check_image_set(data[0], "CycleGAN domain-A data", self.config)
+        _check_image_set(data[1], "CycleGAN domain-B data", self.config)
+        self.data_A, self.data_B = data
+        self.sampler_A = _Sampler(len(self.data_A), self._gen)
+        self.sampler_B = _Sampler(len(self.data_B), self._gen)
+        self.batch = self._per_rank_batch("batch", self.config.batch)
+
+    def _build_extra(self) -> None:
+        self.pool_A = HistoryBuffer(self.config.pool_size, self._gen)
+        self.pool_B = HistoryBuffer(self.config.pool_size, self._gen)
+        m = self.task.models
+        self._d_params = list(m["D_A"].parameters()) + list(m["D_B"].parameters())
+
+    def _optimizer_groups(self):
+        cfg = self.config
+        m = self.task.models
+        return {"G": (list(m["G_AB"].parameters()) + list(m["G_BA"].parameters()), cfg.lr, cfg.betas),
+                "D": (self._d_params, cfg.lr, cfg.betas)}
+
+    def _train_step(self) -> dict[str, Tensor]:
+        cfg = self.config
+        m = self.task.models
+        G_AB, G_BA = self._ddp["G_AB"], self._ddp["G_BA"]
+        D_A, D_B = self._ddp["D_A"], self._ddp["D_B"]
+        b = self.batch
+        real_A = self._real(self.data_A, self.sampler_A, b)
+        real_B = self._real(self.data_B, self.sampler_B, b)
+        idt = cfg.identity_weight > 0
+
+        # ---- G step (D frozen)
+        _set_requires_grad(self._d_params, False)
+        try:
+            with self._autocast():
+                if idt:  # one pass per generator over its source and its identity input
+                    fake_B, idt_B = G_AB(torch.cat((real_A, real_B))).split(b)
+                    fake_A, idt_A = G_BA(torch.cat((real_B, real_A))).split(b)
+                else:
+                    fake_B = G_AB(real_A)
+                    fake_A = G_BA(real_B)
+                rec_A = G_BA(fake_B)
+                rec_B = G_AB(fake_A)
+                pred_B = m["D_B"](fake_B)
+                pred_A = m["D_A"](fake_A)
+            loss_gan = lsgan_loss(pred_B.float(), 1.0) + lsgan_loss(pred_A.float(), 1.0)
+            loss_cyc = F.l1_loss(rec_A.float(), real_A) + F.l1_loss(rec_B.float(), real_B)
+            loss_g = loss_gan + cfg.cycle_weight * loss_cyc
+            losses = {"loss_g_gan": loss_gan, "loss_cycle": loss_cyc}
+            if idt:
+                loss_idt = F.l1_loss(idt_A.float(), real_A) + F.l1_loss(idt_B.float(), real_B)
+                loss_g = loss_g + cfg.identity_weight * loss_idt
+                losses["loss_identity"] = loss_idt
+            losses["loss_g"] = loss_g
+            opt_g = self.optimizers["G"]
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+        finally:
+            _set_requires_grad(self._d_params, True)
+
+        # ---- D step on history-buffer fakes
+        pool_A = self.pool_A.query(fake_A.detach().float())
+        pool_B = self.pool_B.query(fake_B.detach().float())
+        xa = torch.cat((real_A, pool_A))
+        xb = torch.cat((real_B, pool_B))
+        with self._autocast():
+            oa = D_A(xa).float()
+            ob = D_B(xb).float()
+        loss_da = 0.5 * (lsgan_loss(oa[:b], 1.0) + lsgan_loss(oa[b:], 0.0))
+        loss_db = 0.5 * (lsgan_loss(ob[:b], 1.0) + lsgan_loss(ob[b:], 0.0))
+        loss_d = loss_da + loss_db
+        losses["loss_d_A"] = loss_da
+        losses["loss_d_B"] = loss_db
+        if self.kd_teacher is not None:
+            kd = self._kd("D_A", xa, oa) + self._kd("D_B", xb, ob)
+            losses["loss_kd"] = kd
+            loss_d = loss_d + self.kd_weight * kd
+        opt_d = self.optimizers["D"]
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        return losses
+
+    def _reset_extra(self) -> None:
+        self.pool_A.clear()
+        self.pool_B.clear()
+
+    def _local_state(self) -> dict:
+        s = super()._local_state()
+        s["sampler_A"] = self.sampler_A.state_dict()
+        s["sampler_B"] = self.sampler_B.state_dict()
+        s["pool_A"] = self.pool_A.state_dict()
+        s["pool_B"] = self.pool_B.state_dict()
+        return s
+
+    def _load_local_state(self, state: Mapping) -> None:
+        super()._load_local_state(state)
+        self.sampler_A.load_state_dict(state["sampler_A"])
+        self.sampler_B.load_state_dict(state["sampler_B"])
+        self.pool_A.load_state_dict(state["pool_A"], self.device)
+        self.pool_B.load_state_dict(state["pool_B"], self.device)
+
+    def eval_models(self) -> dict[str, nn.Module]:
+        """``{"G_AB": ..., "G_BA": ...}``: the trained generators (CycleGAN keeps no EMA)."""
+        m = self.task.models
+        return {"G_AB": m["G_AB"], "G_BA": m["G_BA"]}
+
+
+TRAINER_CLASS = CycleGANTrainer
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def translate(G: nn.Module, images: Tensor, batch_size: int = 64) -> Tensor:
+    """``G`` applied to float [-1, 1] ``images`` in batches (eval mode); float32 CPU out."""
+    dev = next(G.parameters()).device
+    was = G.training
+    G.eval()
+    try:
+        out = [G(images[i:i + batch_size].to(dev)).float().cpu() for i in range(0, len(images), batch_size)]
+    finally:
+        G.train(was)
+    return torch.cat(out).clamp_(-1.0, 1.0) if out else images.new_empty((0,) + tuple(images.shape[1:]))
+
+
+def eval_pairs(task: GANTask, models: Mapping[str, nn.Module], eval_data, n_samples: int,
+               seed: int) -> list[EvalPair]:
+    missing = [k for k in ("G_AB", "G_BA") if k not in models]
+    if missing:
+        raise ValueError(f"CycleGAN eval_pairs needs models {missing}, got keys {sorted(models)}")
+    if not (isinstance(eval_data, (tuple, list)) and len(eval_data) == 2):
+        raise TypeError("CycleGAN eval_data must be a pair (A_test, B_test) of ImageSets, "
+                        f"not {type(eval_data).__name__}")
+    A, B = eval_data
+    _check_image_set(A, "CycleGAN domain-A test data", task.config)
+    _check_image_set(B, "CycleGAN domain-B test data", task.config)
+    real_A = A.all().float()
+    real_B = B.all().float()
+    src_A = real_A[:n_samples]
+    src_B = real_B[:n_samples]
+    la = A.labels[:n_samples] if getattr(A, "labels", None) is not None else None
+    lb = B.labels[:n_samples] if getattr(B, "labels", None) is not None else None
+    return [
+        EvalPair("A2B", translate(models["G_AB"], src_A), real_B, la),
+        EvalPair("B2A", translate(models["G_BA"], src_B), real_A, lb),
+    ]

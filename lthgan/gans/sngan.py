@@ -1,0 +1,402 @@
+"""SNGAN (Miyato et al. 2018) as used by the paper for CIFAR-10: a ResNet generator with
+BatchNorm and a spectrally normalised ResNet discriminator, trained with the hinge loss.
+
+At the paper configuration (32×32, G 256 channels, D 128) G has 4,276,739 parameters
+(3,742,464 prunable conv weights) and D 1,053,824, matching PAPER.md's 4.28 M / 3.74 M /
+1.05 M. Every conv is an ``lthgan.nn.MaskedConv2d``; G's input layer is a
+``MaskedLinear`` (prunable only with ``--layers conv+linear``); D carries
+``lthgan.nn.spectral_norm`` on every conv and on its final Linear.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import nn as lnn
+from .base import (
+    EvalPair,
+    GANTask,
+    Trainer,
+    _check_betas,
+    _check_float,
+    _check_image_set,
+    _check_positive_int,
+    _Sampler,
+    _set_requires_grad,
+    ema_copy_,
+    ema_update_,
+    hinge_d_loss,
+    hinge_g_loss,
+)
+
+__all__ = ["SNGANConfig", "Generator", "Discriminator", "SNGANTrainer", "default_config"]
+
+
+@dataclass
+class SNGANConfig:
+    """SNGAN architecture and training recipe (defaults: the paper's CIFAR-10 recipe).
+
+    G maps z (``z_dim``) through a Linear to ``g_channels`` × b × b with
+    b = resolution / 2**g_blocks, then ``g_blocks`` up-blocks. D is an optimized down block,
+    a down block and two plain blocks of ``d_channels``. Batches are global: under DDP each
+    of N processes draws batch / N. The LR is constant until ``decay_start`` × iterations and
+    then decays linearly to 0 (1.0: no decay, the paper)."""
+
+    resolution: int = 32
+    channels: int = 3
+    z_dim: int = 128
+    g_channels: int = 256
+    d_channels: int = 128
+    g_blocks: int = 3
+    g_batch: int = 128
+    d_batch: int = 64
+    n_dis: int = 5
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.0, 0.9)
+    ema: float = 0.999
+    iterations: int = 50_000
+    decay_start: float = 1.0
+
+    def __post_init__(self):
+        for name in ("resolution", "channels", "z_dim", "g_channels", "d_channels", "g_blocks",
+                     "g_batch", "d_batch", "n_dis", "iterations"):
+            _check_positive_int(name, getattr(self, name))
+        step = 2 ** self.g_blocks
+        if self.resolution % step:
+            raise ValueError(f"resolution={self.resolution} must be divisible by 2**g_blocks={step}")
+        if self.resolution % 4:
+            raise ValueError(f"resolution={self.resolution} must be divisible by 4 (D downsamples twice)")
+        _check_float("lr_g", self.lr_g, 0.0, math.inf, lo_open=True, hi_open=True)
+        _check_float("lr_d", self.lr_d, 0.0, math.inf, lo_open=True, hi_open=True)
+        _check_float("ema", self.ema, 0.0, 1.0, hi_open=True)
+        _check_float("decay_start", self.decay_start, 0.0, 1.0)
+        self.betas = _check_betas("betas", self.betas)
+
+
+def default_config(preset: str) -> SNGANConfig:
+    if preset == "paper":
+        return SNGANConfig()
+    if preset == "quick":
+        # ~2 min of training per round on 2 CPU cores at 32x32 (see the report in the docs)
+        return SNGANConfig(g_channels=64, d_channels=64, g_batch=32, d_batch=32, n_dis=2,
+                           iterations=600, ema=0.98, lr_g=2e-4, lr_d=2e-4)
+    if preset == "tiny":
+        return SNGANConfig(resolution=16, z_dim=16, g_channels=8, d_channels=8, g_blocks=2,
+                           g_batch=8, d_batch=8, n_dis=2, iterations=20, ema=0.9)
+    raise ValueError(f"unknown preset {preset!r}; expected tiny, quick or paper")
+
+
+CONFIG_CLASS = SNGANConfig
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _up(x: Tensor) -> Tensor:
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+class GBlock(nn.Module):
+    """BN-ReLU-up-conv3-BN-ReLU-conv3, plus a learnt up-conv1×1 shortcut."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.b1 = nn.BatchNorm2d(cin)
+        self.c1 = lnn.MaskedConv2d(cin, cout, 3, 1, 1)
+        self.b2 = nn.BatchNorm2d(cout)
+        self.c2 = lnn.MaskedConv2d(cout, cout, 3, 1, 1)
+        self.c_sc = lnn.MaskedConv2d(cin, cout, 1, 1, 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.c1(_up(F.relu(self.b1(x))))
+        h = self.c2(F.relu(self.b2(h)))
+        # nearest upsampling commutes with a 1×1 conv: convolve first, 4× cheaper
+        return h + _up(self.c_sc(x))
+
+
+class Generator(nn.Module):
+    def __init__(self, z_dim: int = 128, channels: int = 256, bottom: int = 4, blocks: int = 3,
+                 out_channels: int = 3):
+        super().__init__()
+        self.z_dim = z_dim
+        self.ch = channels
+        self.bottom = bottom
+        self.linear = lnn.MaskedLinear(z_dim, channels * bottom * bottom)
+        self.blocks = nn.Sequential(*[GBlock(channels, channels) for _ in range(blocks)])
+        self.bn = nn.BatchNorm2d(channels)
+        self.conv_out = lnn.MaskedConv2d(channels, out_channels, 3, 1, 1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.linear(z).view(z.shape[0], self.ch, self.bottom, self.bottom)
+        h = self.blocks(h)
+        return torch.tanh(self.conv_out(F.relu(self.bn(h))))
+
+
+class OptimizedDBlock(nn.Module):
+    """D's first block: conv3-ReLU-conv3-avgpool, shortcut avgpool-conv1×1."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.c1 = lnn.MaskedConv2d(cin, cout, 3, 1, 1)
+        self.c2 = lnn.MaskedConv2d(cout, cout, 3, 1, 1)
+        self.c_sc = lnn.MaskedConv2d(cin, cout, 1, 1, 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.avg_pool2d(self.c2(F.relu(self.c1(x))), 2)
+        return h + self.c_sc(F.avg_pool2d(x, 2))
+
+
+class DBlock(nn.Module):
+    """ReLU-conv3-ReLU-conv3[-avgpool]; a learnt 1×1 shortcut when downsampling or
+    changing width, the identity otherwise."""
+
+    def __init__(self, cin: int, cout: int, downsample: bool):
+        super().__init__()
+        self.downsample = downsample
+        self.c1 = lnn.MaskedConv2d(cin, cout, 3, 1, 1)
+        self.c2 = lnn.MaskedConv2d(cout, cout, 3, 1, 1)
+        self.c_sc = lnn.MaskedConv2d(cin, cout, 1, 1, 0) if (downsample or cin != cout) else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.c2(F.relu(self.c1(F.relu(x))))
+        sc = x
+        if self.downsample:
+            h = F.avg_pool2d(h, 2)
+            sc = F.avg_pool2d(sc, 2)  # pooling commutes with the 1×1 conv: pool first
+        if self.c_sc is not None:
+            sc = self.c_sc(sc)
+        return h + sc
+
+
+class Discriminator(nn.Module):
+    def __init__(self, channels: int = 128, in_channels: int = 3):
+        super().__init__()
+        self.blocks = nn.Sequential(
+            OptimizedDBlock(in_channels, channels),
+            DBlock(channels, channels, downsample=True),
+            DBlock(channels, channels, downsample=False),
+            DBlock(channels, channels, downsample=False),
+        )
+        self.linear = lnn.MaskedLinear(channels, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.blocks(x)).sum(dim=(2, 3))
+        return self.linear(h)
+
+
+def _apply_spectral_norm(model: nn.Module) -> None:
+    for m in list(model.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            lnn.spectral_norm(m)
+
+
+# --------------------------------------------------------------------------- init
+
+
+def _weight(m: nn.Module) -> Tensor:
+    return lnn.raw_weight(m)
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module, seed: int) -> None:
+    """Xavier-uniform (gain 1) on conv and linear weights, zero biases, BN γ ~ N(1, 0.02)
+    and β = 0, drawn in ``named_modules`` order from a CPU generator seeded with ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    touched_sn = []
+    for _, m in module.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = _weight(m)
+            fan_out, fan_in = w.shape[0], w.shape[1]
+            rf = w[0, 0].numel() if w.dim() > 2 else 1
+            bound = math.sqrt(6.0 / (fan_in * rf + fan_out * rf))
+            new = torch.empty(w.shape, dtype=torch.float32).uniform_(-bound, bound, generator=g)
+            w.copy_(new)
+            if lnn.is_masked(m):
+                w.mul_(m.mask)
+            if m.bias is not None:
+                m.bias.zero_()
+            if _has_spectral_norm(m):
+                touched_sn.append(m)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if m.weight is not None:
+                m.weight.copy_(torch.empty(m.weight.shape).normal_(1.0, 0.02, generator=g))
+                m.bias.zero_()
+            if m.running_mean is not None:
+                m.reset_running_stats()
+    _refresh_spectral_norm(touched_sn)
+
+
+def _has_spectral_norm(m: nn.Module) -> bool:
+    return getattr(m, "sn_eps", None) is not None
+
+
+@torch.no_grad()
+def _refresh_spectral_norm(modules, iterations: int = 15) -> None:
+    """Re-converge the power-iteration estimates (``sn_u``/``sn_v``) after the weights
+    changed: each training-mode evaluation of the effective weight runs one iteration."""
+    for m in modules:
+        was = m.training
+        m.train()
+        try:
+            for _ in range(iterations):
+                m.effective_weight()
+        finally:
+            m.train(was)
+
+
+def build(config: SNGANConfig, seed: int) -> GANTask:
+    bottom = config.resolution // 2 ** config.g_blocks
+    G = Generator(config.z_dim, config.g_channels, bottom, config.g_blocks, config.channels)
+    D = Discriminator(config.d_channels, config.channels)
+    models = nn.ModuleDict({"G": G, "D": D})
+    init_weights(models, seed)
+    # after the init, so spectral norm starts from converged estimates of these weights
+    _apply_spectral_norm(D)
+    return GANTask("sngan", config, models, ("G",), ("D",))
+
+
+# --------------------------------------------------------------------------- training
+
+
+class SNGANTrainer(Trainer):
+    """Hinge-loss SNGAN training: ``n_dis`` D steps on D-batches of real and generated
+    images, then one G step on a G-batch, then the EMA update of G.
+
+    D sees real and fake images in one forward pass (one spectral-norm power iteration per
+    D step). During the G step D's parameters are frozen so no D gradients are computed."""
+
+    family = "sngan"
+    _ddp_buffers = {"G": True, "D": True}  # BN running stats; spectral-norm vectors
+
+    def _setup_data(self, data) -> None:
+        _check_image_set(data, "SNGAN training data", self.config)
+        self.data = data
+        self.sampler = _Sampler(len(data), self._gen)
+        self.d_batch = self._per_rank_batch("d_batch", self.config.d_batch)
+        self.g_batch = self._per_rank_batch("g_batch", self.config.g_batch)
+
+    def _build_extra(self) -> None:
+        G = self.task.models["G"]
+        self.ema = copy.deepcopy(G)
+        self.ema.requires_grad_(False)
+        self.ema.eval()
+        self._d_params = list(self.task.models["D"].parameters())
+
+    def _optimizer_groups(self):
+        cfg = self.config
+        m = self.task.models
+        return {"G": (list(m["G"].parameters()), cfg.lr_g, cfg.betas),
+                "D": (list(m["D"].parameters()), cfg.lr_d, cfg.betas)}
+
+    def _noise(self, n: int) -> Tensor:
+        return torch.randn(n, self.config.z_dim, generator=self._noise_gen, device=self.device)
+
+    def _train_step(self) -> dict[str, Tensor]:
+        cfg = self.config
+        G_raw = self.task.models["G"]
+        D_raw = self.task.models["D"]
+        D = self._ddp["D"]
+        G = self._ddp["G"]
+        opt_d, opt_g = self.optimizers["D"], self.optimizers["G"]
+        losses: dict[str, Tensor] = {}
+        nb = self.d_batch
+
+        for j in range(cfg.n_dis):
+            real = self._real(self.data, self.sampler, nb)
+            with torch.no_grad(), self._autocast():
+                fake = G_raw(self._noise(nb))
+            x = torch.cat((real, fake.to(real.dtype)))
+            with self._autocast():
+                out = D(x)
+            out = out.float()
+            loss = hinge_d_loss(out[:nb], out[nb:])
+            losses[f"loss_d[{j}]"] = loss
+            kd = self._kd("D", x, out)
+            if kd is not None:
+                losses[f"loss_kd[{j}]"] = kd
+                loss = loss + self.kd_weight * kd
+            opt_d.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_d.step()
+
+        _set_requires_grad(self._d_params, False)
+        try:
+            with self._autocast():
+                out = D_raw(G(self._noise(self.g_batch)))
+            loss_g = hinge_g_loss(out.float())
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+        finally:
+            _set_requires_grad(self._d_params, True)
+        losses["loss_g"] = loss_g
+        ema_update_(self.ema, G_raw, cfg.ema)
+        return losses
+
+    def _summarise(self, vals: dict[str, float]) -> dict[str, float]:
+        out = {"loss_d": sum(vals[f"loss_d[{j}]"] for j in range(self.config.n_dis)) / self.config.n_dis,
+               "loss_g": vals["loss_g"]}
+        if self.kd_teacher is not None:
+            out["loss_kd"] = sum(vals[f"loss_kd[{j}]"] for j in range(self.config.n_dis)) / self.config.n_dis
+        return out
+
+    def _reset_extra(self) -> None:
+        ema_copy_(self.ema, self.task.models["G"])
+
+    def _extra_state(self) -> dict:
+        return {"ema": self.ema.state_dict()}
+
+    def _load_extra_state(self, state: Mapping) -> None:
+        self.ema.load_state_dict(state["ema"])
+
+    def _local_state(self) -> dict:
+        s = super()._local_state()
+        s["sampler"] = self.sampler.state_dict()
+        return s
+
+    def _load_local_state(self, state: Mapping) -> None:
+        super()._load_local_state(state)
+        self.sampler.load_state_dict(state["sampler"])
+
+    def eval_models(self) -> dict[str, nn.Module]:
+        """``{"G": the EMA copy of G}`` (eval mode; its masks are G's)."""
+        return {"G": self.ema}
+
+
+TRAINER_CLASS = SNGANTrainer
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def generate(G: nn.Module, n: int, z_dim: int, seed: int = 0, batch_size: int = 500) -> Tensor:
+    """``n`` images from ``G`` (in eval mode) for noise drawn on the CPU from ``seed``:
+    the same images on any device. Returns float32 CPU images in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, z_dim, generator=g)
+    dev = next(G.parameters()).device
+    was = G.training
+    G.eval()
+    try:
+        out = [G(z[i:i + batch_size].to(dev)).float().cpu() for i in range(0, n, batch_size)]
+    finally:
+        G.train(was)
+    return torch.cat(out).clamp_(-1.0, 1.0)
+
+
+def eval_pairs(task: GANTask, models: Mapping[str, nn.Module], eval_data, n_samples: int,
+               seed: int) -> list[EvalPair]:
+    if "G" not in models:
+        raise ValueError(f"SNGAN eval_pairs needs models['G'], got keys {sorted(models)}")
+    _check_image_set(eval_data, "SNGAN evaluation data", task.config)
+    fake = generate(models["G"], n_samples, task.config.z_dim, seed)
+    real = eval_data.all()
+    return [EvalPair("G", fake, real.float(), None)]
