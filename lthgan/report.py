@@ -186,7 +186,7 @@ def _rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[dict]]:
     has_d = any((lvl.get("d_sparsity") or 0) > 0 for r in runs for lvl in r.levels)
     has_label = any(lvl.get("label_kept") is not None for r in runs for lvl in r.levels)
     multi = len(runs) > 1
-    head = (["run"] if multi else []) + ["level", "sparsity", "sparsity (all params)"]
+    head = (["run"] if multi else []) + ["level", "target", "sparsity", "sparsity (all params)"]
     head += ["D sparsity"] if has_d else []
     head += [f"FID {d}" for d in dirs] + (["FID (mean)"] if dirs else ["FID"])
     head += ["IS", "KID"] + (["label kept"] if has_label else []) + ["matching", "time"]
@@ -194,7 +194,8 @@ def _rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[dict]]:
     for r in runs:
         for lvl in r.levels:
             row = ([r.label] if multi else []) + [
-                lvl.get("name", ""), f"{100 * lvl.get('sparsity', 0):.2f}%",
+                lvl.get("name", ""), f"{100 * (lvl.get('sparsity_target') or 0):.2f}%",
+                f"{100 * lvl.get('sparsity', 0):.2f}%",
                 f"{100 * lvl.get('sparsity_overall', 0):.2f}%"]
             if has_d:
                 row.append(f"{100 * (lvl.get('d_sparsity') or 0):.2f}%")
@@ -262,7 +263,9 @@ def summary_text(runs: Sequence[Run]) -> str:
     dense = main.dense
     tol = s.get("tolerance", 0.0)
     lines.append(f"- **Sparsity**: share of pruned weights among the generator's prunable weights "
-                 f"({s.get('layers')} layers), and among all its parameters.")
+                 f"({s.get('layers')} layers), as reached (target: the schedule's value, "
+                 "1 - 0.8^r for IMP at rate 0.2, the last round clipped to the target), and among "
+                 "all its parameters.")
     dense_txt = f"{dense['fid']:.3f}" if dense and dense.get("fid") is not None else "n/a"
     lines.append(f"- **Matching**: the round's final-checkpoint FID ≤ the dense FID ({dense_txt}) + "
                  f"tolerance ({tol:g}). The final checkpoint of each round is compared; no best-of "

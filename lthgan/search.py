@@ -74,6 +74,7 @@ __all__ = [
     "DEFAULT_DATA",
     "DEFAULT_TARGET",
     "resolve",
+    "judge",
     "check_ready",
     "check_extractor",
     "run_search",
@@ -941,12 +942,11 @@ class Search:
         }
         if self.res.d_init == "reseed" and index > 0:
             metrics["d_seed"] = _reseed_seed(self.cfg.seed, index)
-        if dense is not None and dense.get("fid") is not None and row.get("fid") is not None:
-            metrics["dense_fid"] = dense["fid"]
-            metrics["matching"] = bool(row["fid"] <= dense["fid"] + self.cfg.tolerance)
+        if index == 0:
+            metrics["dense_fid"], metrics["matching"] = row.get("fid"), None
         else:
-            metrics["dense_fid"] = row.get("fid") if index == 0 else None
-            metrics["matching"] = None
+            metrics["dense_fid"] = dense.get("fid") if dense is not None else None
+            metrics["matching"] = judge(row.get("fid"), metrics["dense_fid"], self.cfg.tolerance)
         if self.main:
             atomic_write_json(ldir / "sparsity_report.json", {
                 "generators": g_report, "discriminators": d_report})
@@ -1052,6 +1052,13 @@ class Search:
                 pass  # the parent has not finished a level yet: nothing to add the baseline to
 
 
+def judge(fid: float | None, dense_fid: float | None, tolerance: float = 0.0) -> bool | None:
+    """The verdict: matching when ``fid <= dense_fid + tolerance`` (None without both FIDs)."""
+    if fid is None or dense_fid is None:
+        return None
+    return bool(fid <= dense_fid + tolerance)
+
+
 def _round_line(m: dict, seconds: float) -> str:
     parts = [f"{m['name']}: sparsity {100 * m['sparsity']:.2f}% (all params {100 * m['sparsity_overall']:.2f}%)"]
     if m.get("fid") is not None:
@@ -1146,41 +1153,40 @@ def _is_run_dir(p: Path) -> bool:
     return (p / "config.json").exists()
 
 
-def _prepare(config: SearchConfig, out, *, quiet, log) -> tuple[Resolved, Path]:
-    """Choose the directory for ``config`` given ``--out``: a new run, the same run (continue),
-    or a baseline of the run already there."""
+def _plan(config: SearchConfig, out) -> tuple[Resolved, Path, Callable[[Callable | None], None] | None]:
+    """Choose the directory for ``config`` given ``--out`` without touching the disk: a new
+    run, the same run (continue) or a baseline of the run already there. Returns the resolved
+    config, the run directory and what creates it (None when it exists)."""
     res = resolve(config)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SearchError(f"--out {out} exists and is not a directory")
     if _is_run_dir(out):
-        record = load_config(out)
-        stored = _config_from_record(record, out)
+        stored = _config_from_record(load_config(out), out)
         diff = _differing(stored, config)
         if not diff:
-            return res, out
-        if set(diff) <= _VARIANT_KEYS:
-            # a baseline of the run in `out`: its own directory under out/baselines/
-            bdir = out / "baselines" / baseline_name(config, stored)
-            if config.method == "random-ticket" and config.masks_from is None:
-                config = dataclasses.replace(config, masks_from=str(out.resolve()))
-                res = resolve(config)
-            if _is_run_dir(bdir):
-                _check_same(bdir, config)
-            elif _dist.is_main_process():
-                _write_config(bdir, res)
-                _reuse_dense(out, stored, bdir, config, log if not quiet else None)
-            _dist.barrier()
-            return res, bdir
-        raise ConfigMismatchError(out, diff, asdict(stored), asdict(config),
-                                  hint="; choose another --out, or --resume it without changing them")
+            return res, out, None
+        if not set(diff) <= _VARIANT_KEYS:
+            raise ConfigMismatchError(out, diff, asdict(stored), asdict(config),
+                                      hint="; choose another --out, or --resume it without changing them")
+        # a baseline of the run in `out`: its own directory under out/baselines/
+        bdir = out / "baselines" / baseline_name(config, stored)
+        if config.method == "random-ticket" and config.masks_from is None:
+            config = dataclasses.replace(config, masks_from=str(out.resolve()))
+            res = resolve(config)
+        if _is_run_dir(bdir):
+            _check_same(bdir, config)
+            return res, bdir, None
+
+        def create(log):
+            _write_config(bdir, res)
+            _reuse_dense(out, stored, bdir, config, log)
+
+        return res, bdir, create
     if out.exists() and any(out.iterdir()):
         raise RunDirError(f"--out {out} is a non-empty directory without config.json; it is not a run "
                           "directory (choose an empty or new folder)")
-    if _dist.is_main_process():
-        _write_config(out, res)
-    _dist.barrier()
-    return res, out
+    return res, out, lambda log: _write_config(out, res)
 
 
 def _write_config(run_dir: Path, res: Resolved) -> None:
@@ -1235,10 +1241,18 @@ def check_ready(res: Resolved):
     """Fail before any training on what would only fail later: the data (loaded and returned)
     and the feature extractor's weights."""
     cfg = res.config
-    check_extractor(res.extractor, cfg.inception_weights)
     if cfg.ticket is not None and not Path(cfg.ticket).is_file():
         raise SearchError(f"--ticket {cfg.ticket}: no such file")
-    return load_data(cfg.gan, res.data, res.gan_config.resolution, cfg.data_root, "train")
+    if cfg.method == "random-ticket":
+        if cfg.masks_from is None:
+            raise SearchError("--method random-ticket needs --masks-from RUN_DIR: an IMP run whose round "
+                              "masks it reuses (or run it with --out pointing at that IMP run)")
+        src = _config_from_record(load_config(cfg.masks_from), cfg.masks_from)
+        if src.method != "imp":
+            raise SearchError(f"--masks-from {cfg.masks_from} is a {src.method} run, not an IMP run")
+    data = load_data(cfg.gan, res.data, res.gan_config.resolution, cfg.data_root, "train")
+    check_extractor(res.extractor, cfg.inception_weights)
+    return data
 
 
 def run_search(config: SearchConfig, out, *, quiet: bool = False,
@@ -1247,8 +1261,12 @@ def run_search(config: SearchConfig, out, *, quiet: bool = False,
     """Run (or continue) the search ``config`` in ``out``. Returns the run directory (``out``,
     or ``out/baselines/NAME`` for a variant of the search already in ``out``) and the metrics
     of its levels."""
-    data = check_ready(resolve(config))
-    res, run_dir = _prepare(config, out, quiet=quiet, log=log or _default_log)
+    res, run_dir, create = _plan(config, out)
+    data = check_ready(res)
+    if create is not None:
+        if _dist.is_main_process():
+            create(None if quiet else (log or _default_log))
+        _dist.barrier()
     search = Search(res, run_dir, quiet=quiet, log=log, max_level=max_level, train_data=data)
     return run_dir, search.run()
 
