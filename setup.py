@@ -13,8 +13,22 @@ from pathlib import Path
 
 from setuptools import setup
 
-import torch
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+def _pick_cuda_home() -> None:
+    # torch guesses CUDA_HOME from `which nvcc`; with nvcc in /usr/local/bin that gives
+    # /usr/local, which holds no libcudart. Prefer a toolkit folder that has the libraries.
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return
+    for cand in ("/usr/local/cuda", "/opt/cuda"):
+        if any((Path(cand) / lib / "libcudart.so").exists() for lib in ("lib64", "lib")):
+            os.environ["CUDA_HOME"] = cand
+            return
+
+
+_pick_cuda_home()
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 ROOT = Path(__file__).parent.resolve()
 
