@@ -234,8 +234,12 @@ def _do_search(ctx, kwargs, *, max_level=None, fixed: dict | None = None):
     else:
         fields.update(fixed or {})
         cfg = SearchConfig(**fields)
-        run_dir, rows = run_search(cfg, out, quiet=quiet, log=log, max_level=max_level)
-    _print_summary(run_dir)
+        run_dir, rows = run_search(cfg, out, quiet=quiet, log=log, max_level=max_level,
+                                   command="train" if max_level == 0 else "search")
+    from .gans import dist
+
+    if dist.is_main_process():  # under torchrun, rank 0 reports
+        _print_summary(run_dir)
     return run_dir, rows
 
 

@@ -392,10 +392,12 @@ def resolve(config: SearchConfig) -> Resolved:
                     eval_samples, every, k, schedule)
 
 
-def config_record(res: Resolved) -> dict:
-    """What ``config.json`` holds."""
+def config_record(res: Resolved, command: str = "search") -> dict:
+    """What ``config.json`` holds. ``command`` is "search", or "train" for a dense-only run
+    (which a later search with the same dense settings may take over)."""
     return {
         "format": CONFIG_FORMAT,
+        "command": command,
         "lthgan_version": __version__,
         "search": asdict(res.config),
         "resolved": res.to_dict(),
@@ -862,6 +864,8 @@ class Search:
         name = level_name(index)
         ldir = self.dir / name
         if (ldir / "DONE").exists():
+            if self.main and (ldir / "train_state.pt").exists():  # killed right after DONE
+                (ldir / "train_state.pt").unlink()
             return self._finished(ldir)
         if index == 0 and not self.cfg.dense:
             return {}
@@ -1153,7 +1157,8 @@ def _is_run_dir(p: Path) -> bool:
     return (p / "config.json").exists()
 
 
-def _plan(config: SearchConfig, out) -> tuple[Resolved, Path, Callable[[Callable | None], None] | None]:
+def _plan(config: SearchConfig, out, command: str = "search"
+          ) -> tuple[Resolved, Path, Callable[[Callable | None], None] | None]:
     """Choose the directory for ``config`` given ``--out`` without touching the disk: a new
     run, the same run (continue) or a baseline of the run already there. Returns the resolved
     config, the run directory and what creates it (None when it exists)."""
@@ -1162,10 +1167,15 @@ def _plan(config: SearchConfig, out) -> tuple[Resolved, Path, Callable[[Callable
     if out.exists() and not out.is_dir():
         raise SearchError(f"--out {out} exists and is not a directory")
     if _is_run_dir(out):
-        stored = _config_from_record(load_config(out), out)
+        record = load_config(out)
+        stored = _config_from_record(record, out)
         diff = _differing(stored, config)
         if not diff:
             return res, out, None
+        if (record.get("command") == "train" and command == "search"
+                and all(getattr(stored, k) == getattr(config, k) for k in _DENSE_KEYS)):
+            # a search taking over a dense-only run (lthgan train) with the same dense settings
+            return res, out, lambda log: _write_config(out, res, command)
         if not set(diff) <= _VARIANT_KEYS:
             raise ConfigMismatchError(out, diff, asdict(stored), asdict(config),
                                       hint="; choose another --out, or --resume it without changing them")
@@ -1186,12 +1196,12 @@ def _plan(config: SearchConfig, out) -> tuple[Resolved, Path, Callable[[Callable
     if out.exists() and any(out.iterdir()):
         raise RunDirError(f"--out {out} is a non-empty directory without config.json; it is not a run "
                           "directory (choose an empty or new folder)")
-    return res, out, lambda log: _write_config(out, res)
+    return res, out, lambda log: _write_config(out, res, command)
 
 
-def _write_config(run_dir: Path, res: Resolved) -> None:
+def _write_config(run_dir: Path, res: Resolved, command: str = "search") -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", config_record(res))
+    atomic_write_json(run_dir / "config.json", config_record(res, command))
 
 
 def _check_same(run_dir: Path, config: SearchConfig) -> SearchConfig:
@@ -1256,12 +1266,14 @@ def check_ready(res: Resolved):
 
 
 def run_search(config: SearchConfig, out, *, quiet: bool = False,
-               log: Callable[[str], None] | None = None, max_level: int | None = None
-               ) -> tuple[Path, list[dict]]:
+               log: Callable[[str], None] | None = None, max_level: int | None = None,
+               command: str = "search") -> tuple[Path, list[dict]]:
     """Run (or continue) the search ``config`` in ``out``. Returns the run directory (``out``,
     or ``out/baselines/NAME`` for a variant of the search already in ``out``) and the metrics
-    of its levels."""
-    res, run_dir, create = _plan(config, out)
+    of its levels. ``command="train"`` marks a dense-only run (use ``max_level=0``)."""
+    if command not in ("search", "train"):
+        raise SearchError(f"command must be 'search' or 'train', got {command!r}")
+    res, run_dir, create = _plan(config, out, command)
     data = check_ready(res)
     if create is not None:
         if _dist.is_main_process():

@@ -90,6 +90,14 @@ def test_train_eval_prune_transfer(sngan_run, tmp_path):
     assert (tmp_path / "dense" / "dense" / "DONE").exists() and not (tmp_path / "dense" / "round-01").exists()
     a = json.loads((tmp_path / "dense" / "dense" / "metrics.json").read_text())
     assert a["fid"] == json.loads((out / "dense" / "metrics.json").read_text())["fid"]
+    # a search with the same dense settings takes the dense-only run over
+    done = (tmp_path / "dense" / "dense" / "DONE").stat().st_mtime_ns
+    r = invoke("search", "--gan", "sngan", *TINY, "--seed", "1", "--target-sparsity", "0.2", "--quiet",
+               "--out", tmp_path / "dense")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "dense" / "dense" / "DONE").stat().st_mtime_ns == done
+    assert json.loads((tmp_path / "dense" / "round-01" / "metrics.json").read_text())["fid"] == \
+        json.loads((out / "round-01" / "metrics.json").read_text())["fid"]
 
     r = invoke("eval", out / "round-01", "--json")
     assert r.exit_code == 0, r.output
