@@ -159,7 +159,7 @@ def _print_summary(run_dir: Path) -> None:
     try:
         runs = report.load_run(target)
         runs = [runs] + runs.baselines
-        report._check_comparable(runs)
+        report.check_comparable(runs)
     except report.ReportError:
         runs = [report.load_run(run_dir, with_baselines=False)]
     click.echo(report.markdown_table(runs))
@@ -205,7 +205,7 @@ _RUN_OPTS = [
     click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
                  help="Run directory to create (or continue, with the same settings). An existing "
                       "run with another method or variant gets this one as a baseline in "
-                      "OUT/baselines/."),
+                      "OUT/baselines/. Default: runs/GAN-PRESET.", metavar="RUN_DIR"),
     click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None,
                  help="Continue the run in RUN_DIR from its last checkpoint (settings from its "
                       "config.json; changing one is refused).", metavar="RUN_DIR"),
@@ -224,9 +224,20 @@ def _do_search(ctx, kwargs, *, max_level=None, fixed: dict | None = None):
 
     fields, rest = _split(kwargs, SearchConfig)
     out, resume, quiet = rest["out"], rest["resume"], rest["quiet"]
-    if (out is None) == (resume is None):
-        raise click.UsageError("give exactly one of --out RUN_DIR (a new run) and --resume RUN_DIR")
+    if out is not None and resume is not None:
+        raise click.UsageError("give either --out RUN_DIR (a new run, or the same run continued) or "
+                               "--resume RUN_DIR, not both")
     log = _logger(quiet)
+    if out is None and resume is None:
+        merged = {**fields, **(fixed or {})}
+        gan = merged.get("gan") or "sngan"
+        preset = merged.get("preset") or "paper"
+        if merged.get("method") == "transfer":
+            out = Path("runs") / f"transfer-{gan}-{str(merged.get('data') or 'default').replace(':', '-').replace('/', '_')}"
+        else:
+            out = Path("runs") / f"{gan}-{preset}"
+        if not quiet:
+            click.echo(f"run directory: {out} (set it with --out)", err=True)
     if resume is not None:
         overrides = _given(ctx, fields)
         overrides.update(fixed or {})

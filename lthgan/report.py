@@ -21,7 +21,7 @@ from typing import Sequence
 from ._io import atomic_write, atomic_write_text
 
 __all__ = ["RunDirError", "ReportError", "Run", "read_config", "load_run", "load_runs",
-           "markdown_table", "csv_text", "plot", "summary_text", "write_summary", "compare"]
+           "check_comparable", "markdown_table", "csv_text", "plot", "summary_text", "write_summary", "compare"]
 
 
 class RunDirError(ValueError):
@@ -121,11 +121,11 @@ def load_runs(paths: Sequence) -> list[Run]:
     for i, r in enumerate(runs):  # disambiguate equal labels with the folder name
         if labels.count(r.label) > 1:
             r.label = f"{r.label} ({r.path.name})"
-    _check_comparable(runs)
+    check_comparable(runs)
     return runs
 
 
-def _check_comparable(runs: Sequence[Run]) -> None:
+def check_comparable(runs: Sequence[Run]) -> None:
     extractors: dict[str, list[str]] = {}
     for r in runs:
         for lvl in r.levels:
@@ -354,7 +354,7 @@ def write_summary(run_dir) -> list[Run]:
     main = load_run(run_dir)
     runs = [main] + main.baselines
     try:
-        _check_comparable(runs)
+        check_comparable(runs)
     except ReportError:
         runs = [main]  # a baseline that cannot be compared stays out of the parent's summary
     atomic_write_text(run_dir / "summary.md", summary_text(runs))

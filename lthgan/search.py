@@ -661,7 +661,6 @@ class Search:
         self.gan = self.cfg.gan
         self._data = train_data
         self._eval_data = None
-        self._dense_ckpt = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -1260,6 +1259,12 @@ def check_ready(res: Resolved):
         src = _config_from_record(load_config(cfg.masks_from), cfg.masks_from)
         if src.method != "imp":
             raise SearchError(f"--masks-from {cfg.masks_from} is a {src.method} run, not an IMP run")
+        diff = [k for k in ("gan", "preset", "data", "prune_rate", "target_sparsity", "prune_d", "layers")
+                if getattr(src, k) != getattr(cfg, k)]
+        if diff:
+            raise SearchError(f"--masks-from {cfg.masks_from} was run with other settings ("
+                              + ", ".join(f"{k}={getattr(src, k)!r}" for k in diff)
+                              + "); a random ticket needs the same model, schedule and pruned layers")
     data = load_data(cfg.gan, res.data, res.gan_config.resolution, cfg.data_root, "train")
     check_extractor(res.extractor, cfg.inception_weights)
     return data

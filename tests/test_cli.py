@@ -146,12 +146,13 @@ def test_report_two_runs(sngan_run, tmp_path):
     one_error_line(invoke("report", out, rnd), "different feature extractors")
 
 
-def test_cyclegan_search_from_the_cli(tmp_path):
-    r = invoke("search", "--gan", "cyclegan", *TINY, "--eval-samples", "32", "--target-sparsity", "0.2",
-               "--quiet", "--out", tmp_path / "cg")
+def test_cyclegan_search_from_the_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no --out: the run goes to runs/GAN-PRESET
+    r = invoke("search", "--gan", "cyclegan", *TINY, "--eval-samples", "32", "--target-sparsity", "0.2")
     assert r.exit_code == 0, r.output
+    assert "run directory: runs/cyclegan-tiny" in r.stderr
     assert "FID A2B" in r.stdout and "FID B2A" in r.stdout and "label kept" in r.stdout
-    m = json.loads((tmp_path / "cg" / "round-01" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "runs" / "cyclegan-tiny" / "round-01" / "metrics.json").read_text())
     assert m["verdict_on"] == "mean FID of A2B and B2A"
 
 
@@ -241,7 +242,7 @@ def test_resume_with_a_changed_config_is_refused(sngan_run):
      ["--inception-weights FILE", "never downloads"]),
     (["search", "--preset", "tiny", "--extractor", "inception", "--inception-weights", "{tmp}/no.pth",
       "--out", "{tmp}/x"], ["--inception-weights", "no.pth"]),
-    (["search", "--preset", "tiny"], ["--out", "--resume"]),
+    (["search", "--preset", "tiny", "--out", "{tmp}/x", "--resume", "{tmp}/x"], ["--out", "--resume", "not both"]),
     (["search", "--resume", "{tmp}"], ["not a run directory"]),
     (["search", "--preset", "tiny", "--method", "random-ticket", "--out", "{tmp}/x"], ["--masks-from"]),
     (["prune", "{tmp}", "--sparsity", "0.5", "--out", "{tmp}/t"], ["neither a checkpoint"]),
