@@ -58,24 +58,13 @@ def test_search_prints_the_table_and_round_lines(sngan_run):
     assert (out / "summary.md").is_file() and (out / "fid_vs_sparsity.png").is_file()
 
 
-def test_quiet_silences_progress(sngan_run, tmp_path):
-    r = invoke("search", "--gan", "sngan", *TINY, "--target-sparsity", "0.2", "--seed", "1", "--quiet",
-               "--out", tmp_path / "q")
-    assert r.exit_code == 0
-    assert "round-01:" not in r.stderr and "it/s" not in r.stderr
-    assert "| level" in r.stdout
-    # same settings and seed as the fixture: the same numbers
-    a = json.loads((sngan_run[0] / "round-01" / "metrics.json").read_text())
-    b = json.loads((tmp_path / "q" / "round-01" / "metrics.json").read_text())
-    assert a["fid"] == b["fid"] and a["sparsity"] == b["sparsity"]
-
-
 def test_every_method_from_the_cli(sngan_run):
     out, _ = sngan_run
     for method in ("random", "oneshot", "no-rewind", "random-ticket"):
         r = invoke("search", "--gan", "sngan", *TINY, "--target-sparsity", "0.2", "--seed", "1",
                    "--method", method, "--quiet", "--out", out)
         assert r.exit_code == 0, (method, r.output)
+        assert "round-01:" not in r.stderr and "it/s" not in r.stderr, "--quiet: no progress"
         m = json.loads((out / "baselines" / method / "round-01" / "metrics.json").read_text())
         assert m["method"] == method and abs(m["sparsity"] - 0.2) < 1e-3
         assert f"| {method}" in r.stdout  # the parent's table, with the baseline beside IMP
@@ -174,7 +163,7 @@ def _tensors(path):
 
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
-    args = ["search", "--gan", "sngan", "--preset", "tiny", "--iterations", "24", "--checkpoint-every", "4",
+    args = ["search", "--gan", "sngan", "--preset", "tiny", "--iterations", "16", "--checkpoint-every", "4",
             "--target-sparsity", "0.36", "--eval-samples", "64", "--device", "cpu", "--seed", "5", "--quiet"]
     ref = _cli(*args, "--out", tmp_path / "ref")
     victim = _cli(*args, "--out", tmp_path / "run")
@@ -195,7 +184,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     assert resumed.returncode == 0, err
     assert "round-01: resuming from iteration" in err
     it = int(err.split("round-01: resuming from iteration ")[1].split("/")[0])
-    assert 0 < it < 24 and it % 4 == 0
+    assert 0 < it < 16 and it % 4 == 0
     ref_out, ref_err = ref.communicate(timeout=600)
     assert ref.returncode == 0, ref_err
 
