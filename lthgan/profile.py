@@ -38,8 +38,8 @@ from ._io import atomic_write
 from .nn import masked, masked_modules, raw_weight, unmasked
 from .prune import global_magnitude, reset_optimizer_state, sparsity_report
 
-__all__ = ["ProfileError", "ProfileResult", "profile_command", "profile_gan", "profile_model",
-           "format_table"]
+__all__ = ["ProfileError", "ProfileResult", "RandomImages", "Rewinder", "format_table",
+           "profile_command", "profile_gan", "profile_model"]
 
 GANS = ("sngan", "cyclegan")
 PRESETS = ("tiny", "quick", "paper")
@@ -68,7 +68,7 @@ class _Workload:
     prune_groups: list[nn.Module] = field(default_factory=list)
 
 
-class _RandomImages:
+class RandomImages:
     """A stand-in for ``lthgan.data.ImageSet`` holding random uint8 images (same interface:
     ``images``, ``labels``, ``resolution``, ``len()``, ``batch()``, ``all()``)."""
 
@@ -111,7 +111,7 @@ def _median_ms(fn: Callable[[], Any], device: torch.device, repeats: int) -> flo
 # rewinding: every parameter by one rewind_ call, buffers copied
 
 
-class _Rewinder:
+class Rewinder:
     """Rewinds ``model`` in place to a snapshot of its current state, keeping the masks:
     parameters in one ``lthgan.ops.rewind_`` call (masked weights to ``where(mask, θ0, 0)``),
     buffers (norm statistics, spectral-norm vectors) by ``copy_``."""
@@ -310,7 +310,7 @@ def _run(target: str, build: Callable[[], tuple[nn.Module, list[nn.Module]]],
     dense_w = make_workload(dense_model, dense_groups)
 
     # ---- one-off: rewinding (to the pruned θ0, so repeats are identical work)
-    rewinder = _Rewinder(masked_model)
+    rewinder = Rewinder(masked_model)
     rewind_ms = _median_ms(rewinder, device, 5)
 
     # ---- warm-up, then interleaved timed steps
@@ -368,10 +368,10 @@ def _gan_data(gan: str, config, seed: int):
     ch = int(getattr(config, "channels", 3))
     if gan == "sngan":
         n = max(64, 2 * max(int(config.g_batch), int(config.d_batch)))
-        return _RandomImages(n, ch, res, seed, "random")
+        return RandomImages(n, ch, res, seed, "random")
     n = 8
-    return (_RandomImages(n, ch, res, seed, "random-A"),
-            _RandomImages(n, ch, res, seed + 1, "random-B"))
+    return (RandomImages(n, ch, res, seed, "random-A"),
+            RandomImages(n, ch, res, seed + 1, "random-B"))
 
 
 def profile_gan(gan: str, *, preset: str = "quick", device: str | torch.device = "cpu",

@@ -207,7 +207,7 @@ def test_rewinder_restores_masked_initial_state():
     model = masked(nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.Conv2d(5, 2, 1)))
     global_magnitude(model, 0.6)
     ref = {k: v.clone() for k, v in model.state_dict().items()}
-    rew = lprofile._Rewinder(model)
+    rew = lprofile.Rewinder(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     for _ in range(2):
         model(torch.randn(4, 3, 6, 6)).square().mean().backward()
