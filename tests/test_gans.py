@@ -16,7 +16,6 @@ from _gan_data import TinyImageSet
 from lthgan import gans
 from lthgan import nn as lnn
 from lthgan.gans import cyclegan as cg
-from lthgan.gans import sngan as sn
 from lthgan.gans.base import _LRFactor, _Sampler
 
 RES = 16
