@@ -105,7 +105,7 @@ def run(benchmark, fn: Callable[[], object], *, device: torch.device, suite: str
 
     benchmark.group = group
     benchmark.extra_info.update(suite=suite, impl=impl, sparsity=sparsity, device=str(device),
-                                **info)
+                                load1=round(os.getloadavg()[0], 2), **info)
     kwargs = {"setup": setup} if setup is not None else {}
     benchmark.pedantic(target, rounds=rounds, iterations=iterations,
                        warmup_rounds=1 if t < 0.5 else 0, **kwargs)

@@ -79,10 +79,11 @@ def _get(g: dict, impl: str, s) -> float | None:
     return med(b) if b else None
 
 
-def header(meta: dict) -> str:
+def header(meta: dict, rows: list[dict]) -> str:
     mi = meta.get("machine_info", {})
     cpu = mi.get("cpu", {})
     brand = cpu.get("brand_raw") or mi.get("processor") or "?"
+    loads = [b["extra_info"]["load1"] for b in rows if "load1" in b.get("extra_info", {})]
     lines = [
         f"- machine: {brand}, {cpu.get('count', '?')} logical CPUs"
         + (f"; GPU {mi['gpu']} (CUDA {mi.get('cuda')})" if mi.get("gpu") else ""),
@@ -92,6 +93,10 @@ def header(meta: dict) -> str:
         f"- run at {meta.get('datetime', '?')}, commit "
         f"{(meta.get('commit_info') or {}).get('id', '?')[:12]}",
     ]
+    if loads:
+        lines.append(f"- 1-minute load average when each row started: median "
+                     f"{sorted(loads)[len(loads) // 2]:.2f}, max {max(loads):.2f} "
+                     f"(on {cpu.get('count', '?')} CPUs; other work on the machine skews rows)")
     return "\n".join(lines)
 
 
@@ -280,7 +285,7 @@ def verdicts(targets: dict, device: str) -> str:
 def report(meta: dict, rows: list[dict]) -> str:
     targets: dict = {}
     mi = meta.get("machine_info", {})
-    parts = ["## Run", header(meta)]
+    parts = ["## Run", header(meta, rows)]
     sections = [("Masked layers (suite 1)", layers), ("Selection (suite 2)", topk),
                 ("Rewinding (suite 3)", rewind), ("One training step (suite 4)", step),
                 ("One IMP round: one-off costs (suite 5)", round_)]

@@ -119,7 +119,7 @@ def test_layer(benchmark, device, precision, case, mode, impl, sparsity):
 
     run(benchmark, fn, device=device, suite="layers", group=f"layers {case} {mode} {precision}",
         impl=impl, sparsity=sparsity, case=case, mode=mode, precision=precision, budget_s=2.0,
-        min_rounds=5)
+        min_rounds=3)
 
     if mode == "fwd+bwd" and mask is not None:
         # the benchmarked backward really masks: pruned gradient entries are exactly zero

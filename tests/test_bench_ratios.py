@@ -44,11 +44,14 @@ def _layer_rows(lthgan_t, hook_t, dense_t=1.0):
 
 def test_layer_ratios_and_verdicts(ratios, tmp_path):
     rows = _layer_rows({0.0: 1.01, 0.74: 1.04, 0.9: 1.02}, hook_t=1.3)
+    for i, r in enumerate(rows):
+        r["extra_info"]["load1"] = 0.25 * i
     p = tmp_path / "run.json"
     p.write_text(json.dumps(_doc(rows)))
     meta, loaded = ratios.load([p])
     text = ratios.report(meta, loaded)
     assert "TestCPU" in text and "torch 9.9" in text and "abcdef123456" in text
+    assert "median 0.75, max 1.50" in text  # loads 0, 0.25, ..., 1.5
     # 0.74 row: lthgan/dense 1.040, prune-hook/dense 1.300, lthgan/prune-hook 0.800
     assert "| sngan-conv3x3 | fwd+bwd | fp32 | 0.74 | 1000.0 | 1040.0 | 1300.0 | 1.040 | 1.300 | 0.800 |" in text
     assert "**met**: masked layer fwd+bwd ≤ 1.05× dense" in text
