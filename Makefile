@@ -29,8 +29,10 @@ build: $(VENV)/.installed
 	MAX_JOBS=$(JOBS) $(PIP) install -q --no-build-isolation --no-deps -e .
 	$(PY) -c "import lthgan, torch; print('lthgan', lthgan.__version__, 'built; CUDA kernels:', torch.ops.lthgan.global_topk_masks.default.has_kernel_for_dispatch_key('CUDA'))"
 
+# One intra-op thread per process: tests start subprocesses (resume after a kill, torchrun), and
+# oversubscribed small convolutions run many times slower. Tests that need threads set them.
 test-py: build
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider tests
 
 # The same csrc/ through CMake, with a C++ program calling the ops through the dispatcher.
 test-cpp: $(VENV)/.installed
