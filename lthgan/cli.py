@@ -502,6 +502,9 @@ def transfer_command(ctx, ticket, dense, **kwargs):
         return
     if ticket is None:
         raise click.UsageError("--ticket RUN_DIR/round-NN is required (unless --resume)")
+    if kwargs.get("data") is None:
+        raise click.UsageError("--data is required: the data set to transfer the ticket to "
+                               "(e.g. digits-m, stl10 with --data-root)")
     path = _ticket_path(ticket).resolve()
     try:
         t = Ticket.load(path)

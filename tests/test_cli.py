@@ -237,6 +237,7 @@ def test_resume_with_a_changed_config_is_refused(sngan_run):
     (["prune", "{tmp}", "--sparsity", "0.5", "--out", "{tmp}/t"], ["neither a checkpoint"]),
     (["prune", "{tmp}", "--sparsity", "1", "--out", "{tmp}/t"], ["--sparsity"]),
     (["report", "{tmp}"], ["not a run directory"]),
+    (["transfer", "--ticket", "{tmp}", "--out", "{tmp}/x"], ["--data is required"]),
     (["eval", "{tmp}/nothing"], ["does not exist"]),
 ])
 def test_errors_are_one_line_with_exit_code_2(args, needles, tmp_path, monkeypatch):
