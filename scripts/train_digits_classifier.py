@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train the digits classifier that lthgan's ``digits`` metrics use, and write its weights.
 
-    python scripts/train_digits_classifier.py [--epochs 30] [--seed 0] [--out PATH]
+    python scripts/train_digits_classifier.py [--epochs 20] [--seed 0] [--out PATH]
 
 Data: the train splits (data seed 0) of ``digits`` and ``digits-m``, plus the same training digits
 blended over photo patches drawn anew every epoch (other ``digits-m`` blend seeds, train digits
@@ -69,7 +69,7 @@ def accuracy(net: DigitsClassifier, s: data.ImageSet) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--fresh-backgrounds", type=int, default=1,
