@@ -515,8 +515,11 @@ def profile_model(spec: str, *, device: str | torch.device = "cpu", sparsity: fl
     factory, module = _load_factory(spec)
 
     def call_factory():
-        torch.manual_seed(0)  # the factory may draw from the global RNG: same weights each call
-        out = factory()
+        # the factory may draw from the global RNG: seed it so every call gives the same
+        # weights, without disturbing the caller's RNG
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            out = factory()
         example = None
         if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], nn.Module):
             out, example = out
