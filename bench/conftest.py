@@ -4,6 +4,7 @@ Options (or environment variables):
   --bench-device cpu|cuda[:N]      (LTHGAN_BENCH_DEVICE, default cpu)
   --bench-preset tiny|quick|paper  (LTHGAN_BENCH_PRESET; GAN size of the step and round
                                     suites; default quick on CPU, paper on CUDA)
+  --bench-threads N                (LTHGAN_BENCH_THREADS; torch intra-op threads)
   LTHGAN_BENCH_SCALE=2             more rounds per row (time budget multiplier)
 """
 from __future__ import annotations
@@ -24,6 +25,11 @@ def pytest_addoption(parser):
     group = parser.getgroup("lthgan benchmarks")
     group.addoption("--bench-device", default=os.environ.get("LTHGAN_BENCH_DEVICE", "cpu"),
                     help="device to benchmark on: cpu or cuda[:N] (env LTHGAN_BENCH_DEVICE)")
+    group.addoption("--bench-threads", type=int,
+                    default=int(os.environ["LTHGAN_BENCH_THREADS"])
+                    if os.environ.get("LTHGAN_BENCH_THREADS") else None,
+                    help="torch intra-op threads (env LTHGAN_BENCH_THREADS; default: torch's, "
+                         "one per core)")
     group.addoption("--bench-preset", default=os.environ.get("LTHGAN_BENCH_PRESET") or None,
                     help="GAN size of the step and round suites: tiny, quick or paper "
                          "(env LTHGAN_BENCH_PRESET; default quick on CPU, paper on CUDA)")
@@ -44,6 +50,11 @@ def _device(config) -> torch.device:
 
 def pytest_configure(config):
     _device(config)
+    threads = config.getoption("--bench-threads")
+    if threads is not None:
+        if threads < 1:
+            raise pytest.UsageError(f"--bench-threads={threads}: expected a positive int")
+        torch.set_num_threads(threads)
     preset = config.getoption("--bench-preset")
     if preset is not None and preset not in PRESETS:
         raise pytest.UsageError(f"--bench-preset={preset!r}: expected one of {', '.join(PRESETS)}")
