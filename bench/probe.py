@@ -11,6 +11,9 @@
    trimming at work.
 3. ``topk``: ``global_topk_masks`` over 11.4 M weights whose prior masks are random against
    the same sparsity with the pruned entries in one block per tensor.
+4. ``layers``: suite 1's forward+backward rows at 74%, dense / lthgan / prune-hook
+   interleaved call by call (steadier ratios than pytest-benchmark's row after row when the
+   machine is shared). Slow: the SNGAN conv takes seconds per call.
 
 Rows are interleaved (A, B, A, B, ...) and the median is reported, so a change in machine
 load hits every row alike.
@@ -132,22 +135,73 @@ def probe_topk(repeats: int) -> None:
         print(f"{s:14g} {r['random'][0] * 1e3:13.1f} {r['block'][0] * 1e3:12.1f}")
 
 
+def probe_layers(repeats: int) -> None:
+    from torch.nn.utils import prune as tprune
+
+    from benchutil import layer_mask
+    from test_bench_layers import CASES
+
+    print("\n4. masked layers, forward+backward, interleaved (median ms; ratio to dense)")
+    print(f"{'layer':18s} {'sparsity':>8s} {'dense':>9s} {'lthgan':>16s} {'prune-hook':>16s}")
+    cpu = torch.device("cpu")
+    for case in ("sngan-conv3x3", "sngan-convT4x4", "sngan-linear", "cyclegan-conv3x3",
+                 "cyclegan-convT3x3"):
+        plain_cls, masked_cls, args, kwargs, shape = CASES[case]
+        g = torch.Generator().manual_seed(7)
+        x = torch.randn(shape, generator=g).requires_grad_(True)
+        for s in (0.74,):
+            torch.manual_seed(3)
+            dense = plain_cls(*args, **kwargs)
+            lt = masked_cls(*args, **kwargs)
+            lt.load_state_dict(dense.state_dict(), strict=False)
+            hook = plain_cls(*args, **kwargs)
+            hook.load_state_dict(dense.state_dict())
+            mask = layer_mask(dense.weight.shape, s, cpu)
+            lt.set_mask(mask)
+            tprune.custom_from_mask(hook, "weight", mask)
+            with torch.no_grad():
+                gout = torch.randn_like(dense(x))
+
+            def fb(layer):
+                def f():
+                    for p in layer.parameters():
+                        p.grad = None
+                    x.grad = None
+                    layer(x).backward(gout)
+                return f
+
+            one = fb(dense)
+            t0 = time.perf_counter()
+            one()
+            t = time.perf_counter() - t0
+            n = int(min(max(repeats * 2e-3 / max(t, 1e-6), 5), repeats))
+            r = interleaved({"dense": one, "lthgan": fb(lt), "hook": fb(hook)}, n, warmup=1)
+            d = r["dense"][0]
+            print(f"{case:18s} {s:8g} {d * 1e3:9.2f} {r['lthgan'][0] * 1e3:9.2f} "
+                  f"({r['lthgan'][0] / d:5.3f}) {r['hook'][0] * 1e3:9.2f} ({r['hook'][0] / d:5.3f})"
+                  f"   [{n} rounds]")
+
+
+PROBES = {"fixed": probe_fixed, "faults": probe_faults, "topk": probe_topk,
+          "layers": probe_layers}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--repeats", type=int, default=500)
     ap.add_argument("probes", nargs="*", metavar="PROBE",
-                    help="fixed, faults and/or topk (default: all three)")
+                    help=f"some of {', '.join(PROBES)} (default: all)")
     args = ap.parse_args(argv)
-    probes = args.probes or ["fixed", "faults", "topk"]
-    bad = [p for p in probes if p not in ("fixed", "faults", "topk")]
+    probes = args.probes or list(PROBES)
+    bad = [p for p in probes if p not in PROBES]
     if bad:
-        ap.error(f"unknown probe(s) {bad}; expected fixed, faults or topk")
+        ap.error(f"unknown probe(s) {bad}; expected some of {', '.join(PROBES)}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for p in probes:
-        {"fixed": probe_fixed, "faults": probe_faults, "topk": probe_topk}[p](args.repeats)
+        PROBES[p](args.repeats)
     return 0
 
 

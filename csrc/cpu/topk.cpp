@@ -125,7 +125,11 @@ std::vector<at::Tensor> select(const std::vector<Segment>& segs, int64_t total_n
           for (int64_t i = lo; i < hi; ++i) {
             const KeyT key = key_of<KeyT>(w[i]);
             if (first) nan |= key > Tr::inf_key;
-            if (m[i] && (key & pmask) == prefix) ++h[(key >> shift) & dmask];
+            // Branch-free: on a random prior mask `if (m[i] && ...)` mispredicts half the
+            // time (2-3x slower at 50-74% prior sparsity); adding 0 or 1 to the bin costs the
+            // same for every entry.
+            h[(key >> shift) & dmask] +=
+                static_cast<int64_t>((m[i] != 0) & ((key & pmask) == prefix));
           }
         });
         if (nan) nan_seen[c] = 1;
@@ -174,7 +178,7 @@ std::vector<at::Tensor> select(const std::vector<Segment>& segs, int64_t total_n
         for_each_piece(segs, c * chunk, std::min(total_n, (c + 1) * chunk),
                        [&](auto* w, const Segment& g, int64_t lo, int64_t hi) {
           const uint8_t* m = reinterpret_cast<const uint8_t*>(g.m);
-          for (int64_t i = lo; i < hi; ++i) cnt += (m[i] && key_of<KeyT>(w[i]) == prefix);
+          for (int64_t i = lo; i < hi; ++i) cnt += (m[i] != 0) & (key_of<KeyT>(w[i]) == prefix);
         });
         tie_offset[c + 1] = cnt;
       }
@@ -192,7 +196,7 @@ std::vector<at::Tensor> select(const std::vector<Segment>& segs, int64_t total_n
           std::memset(out + lo, 0, hi - lo);
         } else if (!need_rank) {
           for (int64_t i = lo; i < hi; ++i) {
-            out[i] = m[i] && ((key_of<KeyT>(w[i]) & pmask) >= prefix);
+            out[i] = (m[i] != 0) & ((key_of<KeyT>(w[i]) & pmask) >= prefix);
           }
         } else {
           for (int64_t i = lo; i < hi; ++i) {
