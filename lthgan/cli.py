@@ -305,6 +305,8 @@ def _checkpoints(path: Path) -> list[Path]:
         return [path]
     if (path / "checkpoint.safetensors").is_file():
         return [path / "checkpoint.safetensors"]
+    if path.name == "init" and (path / "state.safetensors").is_file():
+        return [path / "state.safetensors"]  # the untrained models, as a reference
     if (path / "config.json").is_file():
         from .search import level_name
 
@@ -340,8 +342,8 @@ def _checkpoints(path: Path) -> list[Path]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_handle_errors
 def eval_command(path, data, data_root, extractor, inception_weights, eval_samples, seed, device, as_json):
-    """Metrics of saved models: a checkpoint file, a level folder (RUN_DIR/round-03) or every
-    finished level of RUN_DIR."""
+    """Metrics of saved models: a checkpoint file, a level folder (RUN_DIR/round-03), every
+    finished level of RUN_DIR, or RUN_DIR/init (the untrained initial models, a reference)."""
     import torch
 
     from . import search as S

@@ -480,6 +480,9 @@ def load_tensors(path) -> tuple[dict[str, Tensor], dict]:
     return data, json.loads(md["lthgan"])
 
 
+INIT_WHAT = "theta0 and phi0"  # metadata of init/state.safetensors
+
+
 def save_checkpoint(path, task, trainer=None, meta: Mapping | None = None) -> Path:
     """The trained state of ``task``'s models (``models/<key>``) and, when ``trainer`` keeps
     separate evaluation copies (SNGAN's EMA of G), those too (``eval/<name>/<key>``)."""
@@ -501,6 +504,9 @@ def load_checkpoint(path) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor
     """``(models_state, {eval_name: state}, meta)`` of a checkpoint written by
     :func:`save_checkpoint`."""
     data, meta = load_tensors(path)
+    if meta.get("what") == INIT_WHAT and not any(k.startswith("models/") for k in data):
+        # init/state.safetensors: the untrained θ0 and φ0 (the EMA of G starts as G)
+        return dict(data), {}, meta
     models = {k[len("models/"):]: v for k, v in data.items() if k.startswith("models/")}
     evals: dict[str, dict[str, Tensor]] = {}
     for k, v in data.items():
@@ -706,7 +712,7 @@ class Search:
             task = self._build()
             if self.main:
                 save_tensors(path, task.initial_state(),
-                             {"gan": self.gan, "seed": self.cfg.seed, "what": "theta0 and phi0",
+                             {"gan": self.gan, "seed": self.cfg.seed, "what": INIT_WHAT,
                               "gan_config": asdict(self.res.gan_config)})
                 atomic_write_json(self.dir / "init" / "seed.json",
                                   {"seed": self.cfg.seed, "gan": self.gan})

@@ -97,6 +97,13 @@ def test_train_eval_prune_transfer(sngan_run, tmp_path):
         assert row["fid"] == pytest.approx(stored["fid"], rel=1e-6)
         assert row["sparsity"]["G"]["sparsity"] == pytest.approx(stored["sparsity"])
 
+    r = invoke("eval", out / "init", "--json")  # the untrained θ0, as a reference
+    assert r.exit_code == 0, r.output
+    (untrained,) = json.loads(r.stdout)
+    assert untrained["checkpoint"].endswith("init/state.safetensors")
+    assert untrained["sparsity"]["G"]["sparsity"] == 0.0
+    assert untrained["fid"] != pytest.approx(rows[0]["fid"], rel=1e-3)  # not the trained G
+
     ticket_file = tmp_path / "t.safetensors"
     r = invoke("prune", out / "dense", "--sparsity", "0.5", "--out", ticket_file)
     assert r.exit_code == 0, r.output
