@@ -375,7 +375,7 @@ def evaluate(
     JSON-serialisable dict: ``fid``, ``is_mean``, ``is_std``, ``kid_mean``, ``kid_std`` (``None``
     when not asked for), ``extractor``, ``feature_extractor`` (torch-fidelity's name),
     ``extractor_weights`` (a digest of the weights file), ``n_fake``, ``n_real``, and the settings
-    used: ``kid_subset_size`` (at most 1000, lowered to the smaller set's size), ``kid_subsets``,
+    used: ``kid_subset_size`` (1000, or half the smaller set when that is below 2000), ``kid_subsets``,
     ``isc_splits`` (at most 10), ``feature_layer_fid``, ``feature_layer_isc``.
 
     ``feature_layer`` picks the extractor's layer for FID and KID (default: ``"128"`` for digits,
@@ -413,7 +413,9 @@ def evaluate(
     if isc and splits > n_fake:
         raise MetricsError(f"isc_splits={splits} exceeds the {n_fake} fake images")
     if kid_subset_size is None:
-        kid_subset_size = min(KID_SUBSET_SIZE, n_fake, n_real)
+        # at most half the smaller set: subsets as large as the set would all be the whole set,
+        # and KID's spread over them would read 0
+        kid_subset_size = min(KID_SUBSET_SIZE, max(2, min(n_fake, n_real) // 2))
     kid_subset_size = _positive_int(kid_subset_size, "kid_subset_size")
     if kid and (kid_subset_size < 2 or kid_subset_size > min(n_fake, n_real)):
         raise MetricsError(f"kid_subset_size must lie in [2, {min(n_fake, n_real)}] (the smaller set's size), "
