@@ -2,8 +2,10 @@
 
 - ``digits`` (torch-fidelity name ``lthgan-digits``): a small CNN classifier for 32x32 digits in
   both domains (``digits`` and ``digits-m``), whose weights ship in ``lthgan/assets`` and are
-  trained by ``scripts/train_digits_classifier.py``. FID and KID use its 128-d penultimate
-  features, IS its class logits. :func:`label_kept` and :func:`classify` use it too.
+  trained by ``scripts/train_digits_classifier.py``. It has a digit head and a domain head on
+  shared 128-d penultimate features, so FID and KID on those features see the digit and the
+  domain (an untranslated digit scores far from digits-m); IS uses the digit logits.
+  :func:`label_kept` and :func:`classify` use the digit head.
 - ``inception`` (torch-fidelity name ``inception-v3-compat``): torch-fidelity's Inception-v3, with
   weights from ``inception_weights=FILE`` or from torch-fidelity's download cache when the file
   is already there. Nothing here downloads: without the file, :class:`MetricsError` says where to
@@ -64,12 +66,19 @@ class DigitsClassifier(nn.Module):
     """A small CNN for 32x32 RGB digits (white-on-black ``digits`` and ``digits-m`` over photos).
 
     Input: float ``[N, 3, H, W]`` in [-1, 1] (resized to 32x32 when H, W differ).
-    ``features(x)`` gives the 128-d penultimate features, ``forward(x)`` the 10 class logits.
+    ``features(x)`` gives the 128-d penultimate features, ``forward(x)`` the 10 class logits,
+    ``domain_logits(x)`` the 2 domain logits (``DOMAINS``: plain digits, digits over photos).
+
+    Both heads read the same features, trained on both tasks, so the features carry the digit
+    *and* the domain: FID/KID on them tell an untranslated digit from a translated one. A
+    class-only classifier would be domain-blind, and rank a CycleGAN that copies its input
+    above one that translates.
     """
 
     INPUT_SIZE = 32
     NUM_FEATURES = 128
     NUM_CLASSES = 10
+    DOMAINS = ("digits", "digits-m")
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,6 +93,7 @@ class DigitsClassifier(nn.Module):
         )
         self.dropout = nn.Dropout(0.2)
         self.fc = nn.Linear(self.NUM_FEATURES, self.NUM_CLASSES)
+        self.domain_fc = nn.Linear(self.NUM_FEATURES, len(self.DOMAINS))
 
     def _prepare(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
@@ -99,8 +109,14 @@ class DigitsClassifier(nn.Module):
     def head(self, features: Tensor) -> Tensor:
         return self.fc(self.dropout(features))
 
+    def domain_head(self, features: Tensor) -> Tensor:
+        return self.domain_fc(self.dropout(features))
+
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
+
+    def domain_logits(self, x: Tensor) -> Tensor:
+        return self.domain_head(self.features(x))
 
 
 def _file_digest(path: Path) -> str:

@@ -124,11 +124,25 @@ def load_runs(paths: Sequence) -> list[Run]:
     return runs
 
 
+def _extractor_key(level: dict) -> str:
+    """The extractor of a level's metrics, with its weights' digest and FID layer when recorded
+    (at the top of the row, or in its per-direction results)."""
+    src = level
+    if level.get("extractor_weights") is None:
+        src = next(iter((level.get("directions") or {}).values()), level)
+    key = str(level.get("extractor"))
+    if src.get("extractor_weights") is not None:
+        key += f" (weights {src['extractor_weights'][:19]}, layer {src.get('feature_layer_fid')})"
+    return key
+
+
 def check_comparable(runs: Sequence[Run]) -> None:
+    """Raise :class:`ReportError` unless the runs' FIDs come from the same extractor (same weights
+    and layer) on the same GAN and data."""
     extractors: dict[str, list[str]] = {}
     for r in runs:
         for lvl in r.levels:
-            extractors.setdefault(str(lvl.get("extractor")), []).append(f"{r.path}/{lvl.get('name')}")
+            extractors.setdefault(_extractor_key(lvl), []).append(f"{r.path}/{lvl.get('name')}")
     if len(extractors) > 1:
         desc = "; ".join(f"{e}: {', '.join(v[:2])}{' ...' if len(v) > 2 else ''}" for e, v in extractors.items())
         raise ReportError(f"the runs use different feature extractors ({desc}); their FIDs are not "

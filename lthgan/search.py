@@ -596,6 +596,9 @@ def evaluate_models(task, models: Mapping[str, nn.Module], eval_data, *, n_sampl
             m["label_kept"] = float(_metrics.label_kept(p.fake, p.source_labels))
         per[p.direction] = {k: _plain(v) for k, v in m.items()}
     row: dict[str, Any] = {"extractor": extractor}
+    first = next(iter(per.values()))
+    row["extractor_weights"] = first.get("extractor_weights")
+    row["feature_layer_fid"] = first.get("feature_layer_fid")
     keys = ("fid", "is_mean", "is_std", "kid_mean", "kid_std", "label_kept")
     if len(per) == 1:
         (d, m), = per.items()

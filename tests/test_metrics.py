@@ -55,6 +55,24 @@ def test_classifier_accuracy_both_domains(digits_test, digits_m_test):
         assert float((pred == s.labels).float().mean()) >= 0.95
 
 
+def test_domain_head_tells_the_domains_apart(digits_test, digits_m_test):
+    net = metrics.load_digits_classifier()
+    for domain, s in enumerate((digits_test, digits_m_test)):
+        with torch.no_grad():
+            pred = net.domain_logits(s.all()).argmax(1)
+        assert float((pred == domain).float().mean()) >= 0.95, DigitsClassifier.DOMAINS[domain]
+
+
+def test_fid_sees_the_domain(digits_test, digits_train, digits_m_test):
+    # A CycleGAN that copies its digits input instead of translating it must score far worse
+    # against digits-m than real digits-m images do, and than real digits do against digits.
+    same_domain = metrics.evaluate(digits_train.all()[:300], digits_test.all(), isc=False, kid=False)
+    m_train = data.load("digits-m", "train")
+    m_same = metrics.evaluate(m_train.all()[:300], digits_m_test.all(), isc=False, kid=False)
+    untranslated = metrics.evaluate(digits_test.all(), digits_m_test.all(), isc=False, kid=False)
+    assert untranslated["fid"] > 10 * max(same_domain["fid"], m_same["fid"])
+
+
 def test_classify_matches_plain_forward(digits_m_test):
     net = metrics.load_digits_classifier()
     x = digits_m_test.all()[:40]

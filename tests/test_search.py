@@ -392,10 +392,16 @@ def test_report_across_runs_and_extractor_refusal(imp_run, tmp_path):
     assert sum(1 for r in csv_rows if str(other) in r) == 2
     assert (tmp_path / "cmp" / "fid_vs_sparsity.png").read_bytes()[:4] == b"\x89PNG"
     m = json.loads((other / "round-01" / "metrics.json").read_text())
+    assert m["extractor_weights"].startswith("sha256:") and m["feature_layer_fid"] == "128"
+    # the same extractor with other weights (e.g. a retrained digits classifier) is refused too
+    m2 = dict(m, extractor_weights="sha256:" + "0" * 64)
+    (other / "round-01" / "metrics.json").write_text(json.dumps(m2))
+    with pytest.raises(R.ReportError, match="different feature extractors.*weights sha256:0000"):
+        R.compare([run, other], tmp_path / "cmp2")
     m["extractor"] = "inception"
     (other / "round-01" / "metrics.json").write_text(json.dumps(m))
     with pytest.raises(R.ReportError, match="different feature extractors"):
-        R.compare([run, other], tmp_path / "cmp2")
+        R.compare([run, other], tmp_path / "cmp3")
 
 
 # --------------------------------------------------------------------------- CycleGAN
