@@ -302,8 +302,8 @@ def test_configs_and_presets():
                                                         (0.0, 0.9), 50_000)
     c = gans.default_config("cyclegan", "paper")
     assert (c.resolution, c.g_filters, c.n_blocks, c.batch, c.lr, c.betas, c.cycle_weight,
-            c.identity_weight, c.pool_size, c.decay_start) == (256, 64, 9, 1, 2e-4, (0.5, 0.999), 10.0,
-                                                               5.0, 50, 0.5)
+            c.identity_weight, c.pool_size, c.decay_start, c.ema) == (256, 64, 9, 1, 2e-4, (0.5, 0.999),
+                                                                      10.0, 5.0, 50, 0.5, 0.0)
 
 
 @pytest.mark.parametrize("call, exc, text", [
@@ -405,8 +405,8 @@ def test_history_buffer_semantics():
 # --------------------------------------------------------------------------- training
 
 
-def _trainer(gan, seed=0, prune=0.3, data=None, **kw):
-    task = gans.build(gan, tiny(gan), seed=seed)
+def _trainer(gan, seed=0, prune=0.3, data=None, config=None, **kw):
+    task = gans.build(gan, config or tiny(gan), seed=seed)
     if prune:
         prune_randomly(task.models, prune, seed=seed + 100)
     return gans.make_trainer(task, data if data is not None else data_for(gan), seed=seed, **kw)
@@ -468,6 +468,53 @@ def test_cyclegan_eval_models_and_lr_schedule():
     base = tr.config.lr
     assert lrs == pytest.approx([base, base, base, base, base * 2 / 3, base / 3])
     assert tr.optimizers["D"].param_groups[0]["lr"] == pytest.approx(0.0)
+
+
+def test_cyclegan_optional_ema(tmp_path):
+    from lthgan import search
+
+    cfg = tiny("cyclegan", ema=0.8)
+    tr = _trainer("cyclegan", config=cfg, iterations=6)
+    m = tr.task.models
+    ev = tr.eval_models()
+    assert set(ev) == {"G_AB", "G_BA"}
+    for g in ev:
+        assert ev[g] is not m[g] and not ev[g].training
+        assert_state_equal(snapshot(ev[g]), snapshot(m[g]))
+    ema0 = {g: snapshot(ev[g]) for g in ev}
+    tr.step()
+    for g in ev:
+        named = dict(ev[g].named_parameters())
+        for n, p in m[g].named_parameters():
+            torch.testing.assert_close(named[n], 0.8 * ema0[g][n] + 0.2 * p.detach(), rtol=1e-6, atol=1e-6)
+        for (_, a), (_, e) in zip(lnn.masked_modules(m[g]), lnn.masked_modules(ev[g])):
+            assert torch.equal(a.mask, e.mask) and bool((e.weight[~e.mask] == 0).all())
+    assert not torch.equal(next(ev["G_AB"].parameters()), next(m["G_AB"].parameters()))
+
+    # the checkpoint carries the EMA copies, and they are what a reloaded model evaluates
+    path = search.save_checkpoint(tmp_path / "c.safetensors", tr.task, tr)
+    _, models, _ = search.model_from_checkpoint(path)
+    for g in ev:
+        assert_state_equal(snapshot(models[g]), snapshot(ev[g]))
+
+    # resume continues the EMA bit-identically; a reset restarts it from the generators
+    straight = _trainer("cyclegan", config=cfg, seed=2)
+    for _ in range(5):
+        straight.step()
+    first = _trainer("cyclegan", config=cfg, seed=2)
+    for _ in range(2):
+        first.step()
+    resumed = _trainer("cyclegan", config=cfg, seed=9, prune=0.6)
+    resumed.load_state_dict(roundtrip(first.state_dict()))
+    for _ in range(3):
+        resumed.step()
+    for g in ("G_AB", "G_BA"):
+        assert_state_equal(snapshot(straight.ema[g]), snapshot(resumed.ema[g]))
+    resumed.reset()
+    for g in ("G_AB", "G_BA"):
+        assert_state_equal(snapshot(resumed.ema[g]), snapshot(resumed.task.models[g]))
+    with pytest.raises(ValueError, match="ema"):
+        gans.CycleGANConfig(ema=1.0)
 
 
 @pytest.mark.parametrize("gan", ["sngan", "cyclegan"])

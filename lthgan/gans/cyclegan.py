@@ -11,6 +11,7 @@ conv is an ``lthgan.nn`` masked layer.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Mapping
@@ -30,6 +31,8 @@ from .base import (
     _check_positive_int,
     _Sampler,
     _set_requires_grad,
+    ema_copy_,
+    ema_update_,
     lsgan_loss,
 )
 
@@ -43,7 +46,9 @@ class CycleGANConfig:
 
     ``iterations`` = 200 epochs of max(|A|, |B|) = 1334 images at batch 1; the LR is
     constant for the first ``decay_start`` share of the iterations and then decays linearly
-    to 0. ``batch`` is global: under DDP each of N processes draws batch / N."""
+    to 0. ``batch`` is global: under DDP each of N processes draws batch / N. ``ema`` > 0
+    evaluates exponential moving averages of the generators (decay ``ema`` per iteration)
+    instead of the generators themselves; 0 (the paper) evaluates the trained generators."""
 
     resolution: int = 256
     channels: int = 3
@@ -59,6 +64,7 @@ class CycleGANConfig:
     pool_size: int = 50
     iterations: int = 266_800
     decay_start: float = 0.5
+    ema: float = 0.0
 
     def __post_init__(self):
         for name in ("resolution", "channels", "g_filters", "d_filters", "n_blocks", "d_layers",
@@ -77,6 +83,7 @@ class CycleGANConfig:
         _check_float("cycle_weight", self.cycle_weight, 0.0, math.inf, hi_open=True)
         _check_float("identity_weight", self.identity_weight, 0.0, math.inf, hi_open=True)
         _check_float("decay_start", self.decay_start, 0.0, 1.0)
+        _check_float("ema", self.ema, 0.0, 1.0, hi_open=True)
         self.betas = _check_betas("betas", self.betas)
 
 
@@ -93,12 +100,15 @@ def default_config(preset: str) -> CycleGANConfig:
         return CycleGANConfig()
     if preset == "quick":
         # 32x32 on 2 CPU cores: ~17 iterations/s with both cores free (12 on one), so a round
-        # of 2000 iterations is ~2 min and a search to 0.74 (8 levels) ~16 min. Before the LR
-        # decay (the second half) the A2B digit-FID swings between ~5 and ~16 from one
-        # checkpoint to the next (scripts/learning_curve.py, BENCHMARKS.md); the decay settles
-        # it, so the final checkpoint is taken at the end of a full decay.
+        # is ~1 min and a search to 0.74 (8 levels) ~9 min. Measured learning curves
+        # (scripts/learning_curve.py; BENCHMARKS.md, "Quick presets"): the trained generators'
+        # A2B digit-FID swings between ~7 and ~32 from one checkpoint to the next, and from
+        # ~1000 iterations on it drifts up (busier photo textures over the digit), with or
+        # without the LR decay. An EMA of the generators (0.995) removes the swings, and at
+        # 1000 iterations with a constant LR it sits at its best (mean FID 6.8 and 6.3 for
+        # seeds 0 and 1). So: EMA generators, 1000 iterations, no decay.
         return CycleGANConfig(resolution=32, g_filters=16, d_filters=16, n_blocks=3, d_layers=2,
-                              batch=4, iterations=2000, pool_size=50)
+                              batch=4, iterations=1000, pool_size=50, decay_start=1.0, ema=0.995)
     if preset == "tiny":
         return CycleGANConfig(resolution=16, g_filters=8, d_filters=8, n_blocks=1, d_layers=2,
                               batch=2, iterations=20, pool_size=4)
@@ -285,6 +295,12 @@ class CycleGANTrainer(Trainer):
         self.pool_B = HistoryBuffer(self.config.pool_size, self._gen)
         m = self.task.models
         self._d_params = list(m["D_A"].parameters()) + list(m["D_B"].parameters())
+        self.ema: dict[str, nn.Module] = {}
+        if self.config.ema > 0:
+            for g in ("G_AB", "G_BA"):
+                e = copy.deepcopy(m[g])
+                e.requires_grad_(False)
+                self.ema[g] = e.eval()
 
     def _optimizer_groups(self):
         cfg = self.config
@@ -331,6 +347,8 @@ class CycleGANTrainer(Trainer):
             opt_g.step()
         finally:
             _set_requires_grad(self._d_params, True)
+        for g, e in self.ema.items():
+            ema_update_(e, m[g], cfg.ema)
 
         # ---- D step on history-buffer fakes
         pool_A = self.pool_A.query(fake_A.detach().float())
@@ -358,6 +376,15 @@ class CycleGANTrainer(Trainer):
     def _reset_extra(self) -> None:
         self.pool_A.clear()
         self.pool_B.clear()
+        for g, e in self.ema.items():
+            ema_copy_(e, self.task.models[g])
+
+    def _extra_state(self) -> dict:
+        return {f"ema_{g}": e.state_dict() for g, e in self.ema.items()}
+
+    def _load_extra_state(self, state: Mapping) -> None:
+        for g, e in self.ema.items():
+            e.load_state_dict(state[f"ema_{g}"])
 
     def _local_state(self) -> dict:
         s = super()._local_state()
@@ -375,7 +402,10 @@ class CycleGANTrainer(Trainer):
         self.pool_B.load_state_dict(state["pool_B"], self.device)
 
     def eval_models(self) -> dict[str, nn.Module]:
-        """``{"G_AB": ..., "G_BA": ...}``: the trained generators (CycleGAN keeps no EMA)."""
+        """``{"G_AB": ..., "G_BA": ...}``: the trained generators, or their EMA copies when
+        ``config.ema`` > 0 (eval mode; their masks are the generators')."""
+        if self.ema:
+            return dict(self.ema)
         m = self.task.models
         return {"G_AB": m["G_AB"], "G_BA": m["G_BA"]}
 
