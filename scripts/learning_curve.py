@@ -55,7 +55,10 @@ def main(argv=None) -> int:
             p.error(f"--set expects FIELD=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         fields[k] = _value(v)
-    cfg = dataclasses.replace(cfg, **fields)
+    try:
+        cfg = dataclasses.replace(cfg, **fields)
+    except (TypeError, ValueError) as e:
+        p.error(f"--set: {e}")
 
     res = search.resolve(search.SearchConfig(gan=args.gan, preset=args.preset).validate())
     train = search.load_data(args.gan, res.data, cfg.resolution)
