@@ -62,7 +62,11 @@ def extensions():
     with_cuda = _want_cuda()
     sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.cpp"))
     sources += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cpu").glob("*.cpp"))
-    cxx = ["-O3", "-std=c++20", "-DLTHGAN_PYTHON_MODULE"]
+    # -fopenmp: at::parallel_for is a header template whose `#pragma omp parallel` is compiled
+    # into this extension; without the flag every CPU kernel silently runs on one thread. The
+    # link flag resolves to the libgomp.so.1 that torch has already loaded.
+    cxx = ["-O3", "-std=c++20", "-DLTHGAN_PYTHON_MODULE", "-fopenmp"]
+    link = ["-fopenmp"]
     if not os.environ.get("LTHGAN_NATIVE", ""):
         cxx.append("-fno-math-errno")
     define = []
@@ -76,9 +80,11 @@ def extensions():
             "lthgan._C", sources,
             include_dirs=_nvidia_includes(),
             extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+            extra_link_args=link,
             define_macros=define,
         )]
-    return [CppExtension("lthgan._C", sources, extra_compile_args={"cxx": cxx})]
+    return [CppExtension("lthgan._C", sources, extra_compile_args={"cxx": cxx},
+                         extra_link_args=link)]
 
 
 setup(

@@ -275,3 +275,20 @@ def test_torch_compile_fullgraph_matches_eager():
         torch.testing.assert_close(a, b)
     for g, m in zip(gc, [net.m1, net.m2, net.m3]):
         assert torch.all(g[~m] == 0)
+
+
+def test_cpu_kernels_are_built_with_openmp():
+    # at::parallel_for's `#pragma omp parallel` is compiled into the extension itself: built
+    # without -fopenmp, every CPU kernel (top-k, rewind, the masking passes) would run on one
+    # thread with no error. The parallel region's entry point shows it was compiled in.
+    import shutil
+    import subprocess
+
+    import lthgan._C as ext
+
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm (binutils) is not installed")
+    out = subprocess.run([nm, "-D", "--undefined-only", ext.__file__], capture_output=True,
+                         text=True, check=True).stdout
+    assert "GOMP_parallel" in out, "lthgan._C was built without OpenMP"
