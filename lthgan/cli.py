@@ -368,8 +368,7 @@ def eval_command(path, data, data_root, extractor, inception_weights, eval_sampl
         if n is None and gan == "sngan":
             n = S.DEFAULT_EVAL_SAMPLES["sngan"]["quick"]
         res = task.config.resolution
-        eval_data = S.load_data(gan, d, res, data_root or stored.get("data_root"),
-                                "train" if gan == "sngan" else "test")
+        eval_data = S.load_data(gan, d, res, data_root or stored.get("data_root"), S.eval_split(gan))
         row, _ = S.evaluate_models(task, models, eval_data, n_samples=n, extractor=ext,
                                    inception_weights=inception_weights,
                                    seed=seed if seed is not None else int(stored.get("seed", 0)),

@@ -83,6 +83,8 @@ __all__ = [
     "save_checkpoint",
     "model_from_checkpoint",
     "evaluate_models",
+    "eval_split",
+    "load_data",
     "parse_rewind",
     "level_name",
 ]
@@ -562,6 +564,12 @@ def _load_models(module: nn.Module, state: Mapping[str, Tensor], where) -> None:
 # --------------------------------------------------------------------------- data
 
 
+def eval_split(gan: str) -> str:
+    """The split a GAN is scored against: SNGAN's reference is its training set (as in the
+    paper); CycleGAN translates the test images of each domain."""
+    return "train" if gan == "sngan" else "test"
+
+
 def load_data(gan: str, data: str, resolution: int, root=None, split: str = "train"):
     """SNGAN: an ImageSet; CycleGAN: ``(A, B)``. Data problems raise :class:`SearchError`."""
     from . import data as _data
@@ -691,11 +699,12 @@ class Search:
 
     def _evaluation_data(self):
         if self._eval_data is None:
-            if self.gan == "sngan":  # the training set is the reference, as in the paper
+            split = eval_split(self.gan)
+            if split == "train":
                 self._eval_data = self._train_data()
             else:
                 self._eval_data = load_data(self.gan, self.res.data, self.res.gan_config.resolution,
-                                            self.cfg.data_root, "test")
+                                            self.cfg.data_root, split)
         return self._eval_data
 
     def _build(self):

@@ -62,10 +62,8 @@ def main(argv=None) -> int:
 
     res = search.resolve(search.SearchConfig(gan=args.gan, preset=args.preset).validate())
     train = search.load_data(args.gan, res.data, cfg.resolution)
-    if args.gan == "sngan":
-        evald = train
-    else:
-        evald = search.load_data(args.gan, res.data, cfg.resolution, split="test")
+    split = search.eval_split(args.gan)
+    evald = train if split == "train" else search.load_data(args.gan, res.data, cfg.resolution, split=split)
 
     task = gans.build(args.gan, cfg, seed=args.seed)
     trainer = gans.make_trainer(task, train, iterations=cfg.iterations, seed=args.seed)
@@ -74,8 +72,8 @@ def main(argv=None) -> int:
 
     def score(t_train):
         row, _ = search.evaluate_models(task, trainer.eval_models(), evald,
-                                        n_samples=args.eval_samples or res.eval_samples, extractor="digits",
-                                        seed=args.seed)
+                                        n_samples=args.eval_samples or res.eval_samples,
+                                        extractor="digits", seed=args.seed)
         out = {"iteration": trainer.iteration, "train_s": round(t_train, 1), "fid": row["fid"],
                "is": row["is_mean"], "label_kept": row.get("label_kept")}
         if "directions" in row and len(row["directions"]) > 1:

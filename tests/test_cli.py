@@ -103,6 +103,7 @@ def test_train_eval_prune_transfer(sngan_run, tmp_path):
     assert untrained["checkpoint"].endswith("init/state.safetensors")
     assert untrained["sparsity"]["G"]["sparsity"] == 0.0
     assert untrained["fid"] != pytest.approx(rows[0]["fid"], rel=1e-3)  # not the trained G
+    assert untrained["fid"] > rows[0]["fid"]  # and even 20 tiny iterations beat θ0 (71.5 vs 67.0)
 
     ticket_file = tmp_path / "t.safetensors"
     r = invoke("prune", out / "dense", "--sparsity", "0.5", "--out", ticket_file)

@@ -87,8 +87,8 @@ def default_config(preset: str) -> SNGANConfig:
         # 32x32 on 2 CPU cores: ~8.8 iterations/s with both cores free (5 on one), so a round
         # of 1000 iterations is ~2 min and a search to 0.67 (6 levels) ~12 min. One D step per
         # G step and a short EMA (time constant ~50 iterations) suit the short schedule. The
-        # learning curve (scripts/learning_curve.py, BENCHMARKS.md) falls from digit-FID 43
-        # (untrained) to 10 at 350 iterations and levels off near 5 from ~900: a round ends
+        # learning curve (scripts/learning_curve.py, BENCHMARKS.md) falls from digit-FID 60
+        # (untrained) to ~13 at 300-400 iterations and levels off near 5 from ~900: a round ends
         # past the steep part, so rounds are compared on where they converge, not on speed.
         return SNGANConfig(g_channels=32, d_channels=32, g_batch=32, d_batch=32, n_dis=1,
                            iterations=1000, ema=0.98)
