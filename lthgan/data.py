@@ -39,6 +39,7 @@ __all__ = [
     "load_unpaired",
     "list_images",
     "stack_sets",
+    "random_images",
     "EMBEDDED",
     "IMAGE_EXTENSIONS",
     "NAMES",
@@ -288,17 +289,7 @@ def load(
                     source_index=source_index)
 
 
-def load_unpaired(
-    spec: str,
-    split: str = "train",
-    resolution: int = 32,
-    root: str | os.PathLike | None = None,
-    download: bool = False,
-    seed: int = 0,
-    *,
-    augment: bool | None = None,
-    load_size: int | None = None,
-) -> tuple[ImageSet, ImageSet]:
+def load_unpaired(spec: str, split: str = "train", resolution: int = 32, **kw) -> tuple[ImageSet, ImageSet]:
     """The two domains ``(A, B)`` of an unpaired translation task.
 
     ``spec`` is ``"NAME_A:NAME_B"`` (e.g. ``"digits:digits-m"``, the CycleGAN default) or
@@ -308,13 +299,16 @@ def load_unpaired(
     train split is cut into two disjoint halves drawn from ``seed``: A takes one and B the other,
     so no digit is seen in both domains. Test splits stay whole in both domains, so every test
     digit can be translated and ``label kept`` measured on all of them.
+
+    Other keyword arguments (``root``, ``download``, ``seed``, ``augment``, ``load_size``) are
+    :func:`load`'s, applied to both domains.
     """
     if not isinstance(spec, str) or ":" not in spec:
         raise DataError(
             f"unpaired data spec must look like 'digits:digits-m' or 'folder:PATH', got {spec!r}"
         )
-    kw = dict(split=split, resolution=resolution, root=root, download=download, seed=seed,
-              augment=augment, load_size=load_size)
+    kw = dict(kw, split=split, resolution=resolution)
+    seed = kw.get("seed", 0)
     if spec.startswith("folder:"):
         path = spec[len("folder:"):].rstrip("/\\")
         if not path:
@@ -604,6 +598,14 @@ def _read_image(path: Path, size: int) -> np.ndarray:
             return np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DataError(f"cannot read image {path}: {e}") from e
+
+
+def random_images(n: int, channels: int, resolution: int, seed: int = 0, name: str = "random") -> ImageSet:
+    """``n`` images of uniform random pixels (a stand-in of the right shape for profiling and
+    benchmarks, not data to learn from)."""
+    g = torch.Generator().manual_seed(int(seed))
+    images = torch.randint(0, 256, (n, channels, resolution, resolution), dtype=torch.uint8, generator=g)
+    return ImageSet(images, None, name=name, resolution=resolution)
 
 
 def stack_sets(sets: Sequence[ImageSet], name: str | None = None) -> ImageSet:

@@ -41,6 +41,7 @@ __all__ = [
     "evaluate",
     "check_comparable",
     "inception_cache_path",
+    "check_inception_weights",
     "inception_url",
     "download_inception_weights",
     "register_with_torch_fidelity",
@@ -340,7 +341,10 @@ def download_inception_weights() -> Path:
 _INCEPTION_KEYS = ("Conv2d_1a_3x3.conv.weight", "Mixed_7c.branch_pool.conv.weight", "fc.weight", "fc.bias")
 
 
-def _resolve_inception_weights(inception_weights) -> Path:
+def check_inception_weights(inception_weights=None) -> Path:
+    """The Inception-v3 weights file to use (``inception_weights``, else torch-fidelity's cache),
+    loaded and checked: :class:`MetricsError` saying what is wrong with it. Call it before any
+    training, so that a bad file is found up front."""
     if inception_weights is not None:
         path = Path(inception_weights).expanduser()
         if not path.is_file():
@@ -353,13 +357,16 @@ def _resolve_inception_weights(inception_weights) -> Path:
                 "the inception extractor needs torch-fidelity's Inception-v3 weights and lthgan never "
                 f"downloads them on its own. Put the file at {path} (torch-fidelity's cache; fetch it on a "
                 f"connected machine from {inception_url()}), or pass inception_weights=FILE "
-                "(CLI: --inception-weights FILE), or call lthgan.metrics.download_inception_weights() "
+                "or call lthgan.metrics.download_inception_weights() "
                 "where the internet is reachable"
             )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle / zip errors vary
-        raise MetricsError(f"cannot read Inception weights from {path}: {e}") from e
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:100]
+        raise MetricsError(f"{path} is not a PyTorch weights file that can be loaded safely ({first}); "
+                           "expected torch-fidelity's Inception-v3 state dict "
+                           f"({os.path.basename(urlparse(inception_url()).path)})") from e
     if not isinstance(state, Mapping):
         raise MetricsError(f"{path} must hold an Inception-v3 state dict, got a {type(state).__name__}")
     missing = [k for k in _INCEPTION_KEYS if k not in state]
@@ -415,7 +422,7 @@ def evaluate(
         layers = {"fid": DIGITS_FEATURE, "isc": DIGITS_LOGITS}
         default_batch = 500
     else:
-        weights_path = _resolve_inception_weights(inception_weights)
+        weights_path = check_inception_weights(inception_weights)
         layers = {"fid": "2048", "isc": "logits_unbiased"}
         default_batch = 64
     if feature_layer is not None:

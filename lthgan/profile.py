@@ -18,10 +18,9 @@ Training data are random images: data loading is not what this command measures.
 from __future__ import annotations
 
 import contextlib
-import copy
 import importlib
 import importlib.util
-import json
+import os
 import statistics
 import sys
 import time
@@ -29,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import click
 import torch
 from torch import Tensor, nn
 
@@ -38,11 +36,9 @@ from ._io import atomic_write
 from .nn import masked, masked_modules, raw_weight, unmasked
 from .prune import global_magnitude, reset_optimizer_state, sparsity_report
 
-__all__ = ["ProfileError", "ProfileResult", "RandomImages", "Rewinder", "format_table",
-           "profile_command", "profile_gan", "profile_model"]
+__all__ = ["ProfileError", "ProfileResult", "Rewinder", "format_table", "gan_data", "profile_gan",
+           "profile_model", "LAYER_TYPES"]
 
-GANS = ("sngan", "cyclegan")
-PRESETS = ("tiny", "quick", "paper")
 LAYER_TYPES = {"conv": (nn.Conv2d, nn.ConvTranspose2d),
                "conv+linear": (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)}
 #: child ops of an lthgan op that count as its convolution / matmul, not as masking overhead
@@ -66,29 +62,6 @@ class _Workload:
     reset: Callable[[], None]
     models: nn.Module
     prune_groups: list[nn.Module] = field(default_factory=list)
-
-
-class RandomImages:
-    """A stand-in for ``lthgan.data.ImageSet`` holding random uint8 images (same interface:
-    ``images``, ``labels``, ``resolution``, ``len()``, ``batch()``, ``all()``)."""
-
-    def __init__(self, n: int, channels: int, resolution: int, seed: int, name: str):
-        g = torch.Generator().manual_seed(seed)
-        self.images = torch.randint(0, 256, (n, channels, resolution, resolution),
-                                    dtype=torch.uint8, generator=g)
-        self.labels = None
-        self.name = name
-        self.resolution = resolution
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def batch(self, indices, generator: torch.Generator | None = None) -> Tensor:
-        x = self.images[torch.as_tensor(indices, dtype=torch.long)]
-        return x.float().div_(127.5).sub_(1.0)
-
-    def all(self) -> Tensor:
-        return self.images.float().div_(127.5).sub_(1.0)
 
 
 def _sync(device: torch.device) -> None:
@@ -262,6 +235,9 @@ def _op_times(prof, steps: int, use_device_time: bool):
 def _profile(step: Callable[[], Any], steps: int, device: torch.device):
     from torch.profiler import ProfilerActivity, profile
 
+    # libkineto logs its stages (USDT lines, and on a machine without a GPU a failed GPU
+    # device count) to stderr unless told otherwise; it reads this when the profiler starts
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     activities = [ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
@@ -363,34 +339,30 @@ def _run(target: str, build: Callable[[], tuple[nn.Module, list[nn.Module]]],
 # GANs
 
 
-def _gan_data(gan: str, config, seed: int):
-    res = int(config.resolution)
-    ch = int(getattr(config, "channels", 3))
-    if gan == "sngan":
-        n = max(64, 2 * max(int(config.g_batch), int(config.d_batch)))
-        return RandomImages(n, ch, res, seed, "random")
-    n = 8
-    return (RandomImages(n, ch, res, seed, "random-A"),
-            RandomImages(n, ch, res, seed + 1, "random-B"))
+def gan_data(gan: str, config, seed: int = 0, n: int = 64):
+    """Random training images of ``gan``'s config (one set, or a pair for two domains): data
+    loading is not what ``lthgan profile`` and the benchmarks measure."""
+    from . import gans
+
+    return gans.family(gan).data.random(config, seed, n)
 
 
 def profile_gan(gan: str, *, preset: str = "quick", device: str | torch.device = "cpu",
                 sparsity: float = 0.74, steps: int = 5, warmup: int = 1, amp: str | None = None,
                 layer_types: str = "conv", prune_d: bool = False, seed: int = 0,
                 trace: str | Path | None = None) -> ProfileResult:
-    """Profile training steps of lthgan's ``gan`` ("sngan" | "cyclegan") at ``preset``.
+    """Profile training steps of the registered GAN family ``gan`` at ``preset``.
 
     The generators (and with ``prune_d`` the discriminators) are pruned to ``sparsity``, each
     with its own global threshold; the dense twin has plain torch layers everywhere."""
     from . import gans
 
-    if gan not in GANS:
-        raise ProfileError(f"unknown GAN {gan!r}; expected one of {', '.join(GANS)}")
-    if preset not in PRESETS:
-        raise ProfileError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    try:
+        config = gans.default_config(gan, preset)
+    except ValueError as e:
+        raise ProfileError(str(e)) from None
     dev = _check_device(device)
-    config = gans.default_config(gan, preset)
-    data = _gan_data(gan, config, seed)
+    data = gan_data(gan, config, seed)
 
     def build():
         task = gans.build(gan, config, seed=seed, device=dev)
@@ -628,80 +600,3 @@ def format_table(r: ProfileResult) -> str:
             lines.append(f"{('  ' + name).ljust(w)}  {d['calls']:5.0f} {_fmt_ms(d['total']):>10} "
                          f"{_fmt_ms(d['mask']):>10}")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------
-# the command
-
-
-def _parse_shape(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        shape = tuple(int(v) for v in value.replace("x", ",").split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected comma-separated positive ints, e.g. 8,3,32,32")
-    if not shape or any(s < 1 for s in shape):
-        raise click.BadParameter(f"{value!r}: expected comma-separated positive ints, e.g. 8,3,32,32")
-    return shape
-
-
-@click.command("profile")
-@click.option("--gan", type=click.Choice(GANS), default=None,
-              help="Profile one of lthgan's GANs (a whole training step: D and G).")
-@click.option("--model", "model_spec", metavar="MODULE:FACTORY", default=None,
-              help="Profile any model: MODULE:FACTORY (or path/file.py:FACTORY) names a "
-                   "zero-argument callable returning an nn.Module or (nn.Module, example_input). "
-                   "Without an example: random --input-shape if given, else MODULE.example_input() "
-                   "if defined, else a guess from the first layer. A step is Adam on the mean "
-                   "square of the output.")
-@click.option("--preset", type=click.Choice(PRESETS), default=None,
-              help="GAN size: tiny, quick (default) or paper. Only with --gan.")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
-@click.option("--sparsity", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.74,
-              show_default=True, help="Share of prunable weights to prune (global magnitude).")
-@click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Timed (and profiled) training steps for each of dense and masked.")
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Untimed steps first.")
-@click.option("--layers", "layer_types", type=click.Choice(tuple(LAYER_TYPES)), default="conv",
-              show_default=True, help="Which layers are masked and pruned.")
-@click.option("--prune-d/--no-prune-d", default=False, show_default=True,
-              help="Also prune the GAN's discriminators (IMP_GD); default prunes G only.")
-@click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True,
-              help="Run forward passes under autocast.")
-@click.option("--input-shape", callback=_parse_shape, default=None, metavar="N,C,H,W",
-              help="Random input shape for --model when the factory gives no example.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--trace", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write a Chrome trace (chrome://tracing, Perfetto) of the masked steps.")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead.")
-def profile_command(gan, model_spec, preset, device, sparsity, steps, warmup, layer_types,
-                    prune_d, amp, input_shape, seed, trace, as_json):
-    """Profile training steps, dense against masked, with torch.profiler.
-
-    Prints the time per step of both, the overhead, the time inside lthgan's ops (forward and
-    backward; "masking" is the part that is not the convolution or matmul itself) and the
-    one-off costs of an IMP round: pruning, rewinding and resetting the optimizer."""
-    if (gan is None) == (model_spec is None):
-        raise click.UsageError("give exactly one of --gan sngan|cyclegan or --model MODULE:FACTORY")
-    if model_spec is not None and (preset is not None or prune_d):
-        raise click.UsageError("--preset and --prune-d apply to --gan only")
-    if gan is not None and input_shape is not None:
-        raise click.UsageError("--input-shape applies to --model only")
-    amp = None if amp == "none" else amp
-    try:
-        if gan is not None:
-            result = profile_gan(gan, preset=preset or "quick", device=device, sparsity=sparsity,
-                                 steps=steps, warmup=warmup, amp=amp, layer_types=layer_types,
-                                 prune_d=prune_d, seed=seed, trace=trace)
-        else:
-            result = profile_model(model_spec, device=device, sparsity=sparsity, steps=steps,
-                                   warmup=warmup, amp=amp, layer_types=layer_types,
-                                   input_shape=input_shape, trace=trace)
-    except ProfileError as e:
-        raise click.BadParameter(str(e), param_hint="--gan" if gan else "--model") from e
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
-    else:
-        click.echo(format_table(result))

@@ -25,21 +25,19 @@ The file is written atomically (temporary file, fsync, rename).
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import __version__, ops
-from ._io import atomic_write
+from ._io import atomic_write, json_default, tensor_digest
 from .nn import masked_modules, raw_weight
 
 __all__ = ["Ticket", "TicketError", "FORMAT", "FORMAT_VERSION"]
@@ -58,29 +56,13 @@ class TicketError(ValueError):
 # --------------------------------------------------------------------------- helpers
 
 
-def _json_default(o: Any) -> Any:
-    if dataclasses.is_dataclass(o) and not isinstance(o, type):
-        return dataclasses.asdict(o)
-    if isinstance(o, (Path, os.PathLike)):
-        return os.fspath(o)
-    if isinstance(o, (set, frozenset)):
-        return sorted(o)
-    if isinstance(o, torch.Tensor) and o.numel() == 1:
-        return o.item()
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, (torch.dtype, torch.device)):
-        return str(o)
-    raise TypeError(f"object of type {type(o).__name__} is not JSON serializable")
-
-
 def _normalise_provenance(provenance: Mapping | None) -> dict:
     if provenance is None:
         return {}
     if not isinstance(provenance, Mapping):
         raise TypeError(f"provenance must be a dict, got {type(provenance).__name__}")
     try:
-        return json.loads(json.dumps(dict(provenance), default=_json_default, allow_nan=True))
+        return json.loads(json.dumps(dict(provenance), default=json_default, allow_nan=True))
     except (TypeError, ValueError) as e:
         raise ValueError(f"provenance must be JSON-serialisable: {e}") from e
 
@@ -106,24 +88,8 @@ def _unpack(packed: torch.Tensor, shape: tuple[int, ...], layer: str) -> torch.T
     return torch.from_numpy(bits).reshape(shape)
 
 
-def _tensor_bytes(t: torch.Tensor) -> memoryview:
-    t = t.detach().to("cpu").contiguous().reshape(-1)
-    if t.numel() == 0:
-        return memoryview(b"")
-    return memoryview(t.view(torch.uint8).numpy())
-
-
 def _digest(layout: str, provenance: str, tensors: list[tuple[str, torch.Tensor]]) -> str:
-    h = hashlib.sha256()
-    h.update(f"{FORMAT}/{FORMAT_VERSION}\n".encode())
-    h.update(layout.encode())
-    h.update(b"\n")
-    h.update(provenance.encode())
-    h.update(b"\n")
-    for name, t in tensors:
-        h.update(f"{name}|{str(t.dtype)}|{list(t.shape)}\n".encode())
-        h.update(_tensor_bytes(t))
-    return h.hexdigest()
+    return tensor_digest(f"{FORMAT}/{FORMAT_VERSION}\n{layout}\n{provenance}\n", tensors)
 
 
 def _describe(t: torch.Tensor) -> str:

@@ -61,9 +61,8 @@ def main(argv=None) -> int:
         p.error(f"--set: {e}")
 
     res = search.resolve(search.SearchConfig(gan=args.gan, preset=args.preset).validate())
-    train = search.load_data(args.gan, res.data, cfg.resolution)
-    split = search.eval_split(args.gan)
-    evald = train if split == "train" else search.load_data(args.gan, res.data, cfg.resolution, split=split)
+    train = search.load_train_data(res.family, res.data, cfg.resolution)
+    evald = search.load_eval_data(res.family, res.data, cfg.resolution, train=train)
 
     task = gans.build(args.gan, cfg, seed=args.seed)
     trainer = gans.make_trainer(task, train, iterations=cfg.iterations, seed=args.seed)

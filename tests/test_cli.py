@@ -141,6 +141,8 @@ def test_report_two_runs(sngan_run, tmp_path):
     m = json.loads((rnd / "dense" / "metrics.json").read_text())
     m["extractor"] = "inception"
     (rnd / "dense" / "metrics.json").write_text(json.dumps(m))
+    one_error_line(invoke("report", out, rnd), "dense of", "is damaged: metrics.json")
+    S.RunDir(rnd).level(0).mark_done()  # as if it had been scored with Inception
     one_error_line(invoke("report", out, rnd), "different feature extractors")
 
 
@@ -216,8 +218,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
 def test_resume_with_a_changed_config_is_refused(sngan_run):
     out, _ = sngan_run
     line = one_error_line(invoke("search", "--resume", out, "--target-sparsity", "0.5", "--seed", "2"),
-                          "target_sparsity", "seed", "different configuration")
-    assert "prune_rate" not in line
+                          "--target-sparsity (stored 0.2, given 0.5)", "--seed", "different configuration")
+    assert "prune" not in line
     r = invoke("search", "--resume", out, "--quiet")  # unchanged: nothing left to do, same table
     assert r.exit_code == 0 and "| round-01" in r.stdout
 
@@ -243,7 +245,7 @@ def test_resume_with_a_changed_config_is_refused(sngan_run):
     (["search", "--preset", "tiny", "--out", "{tmp}/x", "--resume", "{tmp}/x"], ["--out", "--resume", "not both"]),
     (["search", "--resume", "{tmp}"], ["not a run directory"]),
     (["search", "--preset", "tiny", "--method", "random-ticket", "--out", "{tmp}/x"], ["--masks-from"]),
-    (["prune", "{tmp}", "--sparsity", "0.5", "--out", "{tmp}/t"], ["neither a checkpoint"]),
+    (["prune", "{tmp}", "--sparsity", "0.5", "--out", "{tmp}/t"], ["folder without a checkpoint", "expected a checkpoint file"]),
     (["prune", "{tmp}", "--sparsity", "1", "--out", "{tmp}/t"], ["--sparsity"]),
     (["report", "{tmp}"], ["not a run directory"]),
     (["transfer", "--ticket", "{tmp}", "--out", "{tmp}/x"], ["--data is required"]),
@@ -262,7 +264,7 @@ def test_corrupt_run_directory_is_one_line(sngan_run, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(sngan_run[0], run, ignore=shutil.ignore_patterns("baselines"))
     (run / "config.json").write_text('{"search": {"gan": "sngan", "colour": 3}}')
-    one_error_line(invoke("search", "--resume", run), "unknown keys", "colour")
+    one_error_line(invoke("search", "--resume", run), "unknown settings", "colour")
     (run / "config.json").write_text("[1, 2")
     one_error_line(invoke("search", "--resume", run), "config.json is corrupt")
     one_error_line(invoke("report", run), "config.json is corrupt")
@@ -286,7 +288,7 @@ def test_options_are_generated_from_the_config_fields():
 
     cmd = main.commands["search"]
     dests = {p.name for p in cmd.params}
-    fields = {f.name for f in dataclasses.fields(S.SearchConfig) if f.metadata.get("cli", True)}
+    fields = {f.name for f in dataclasses.fields(S.SearchConfig) if "search" in f.metadata["commands"]}
     assert fields <= dests and dests - fields == {"out", "resume", "quiet"}
     for p in cmd.params:
         if p.name in fields:

@@ -282,7 +282,7 @@ def test_inception_offline_without_file_says_where_to_put_it(tmp_path, monkeypat
     assert str(tmp_path / "torch_home") in str(expected)
     assert str(expected) in msg
     assert "https://github.com/toshas/torch-fidelity/releases/" in msg
-    assert "--inception-weights" in msg
+    assert "inception_weights=FILE" in msg
 
 
 def test_inception_bad_weights_files(tmp_path, digits_test):
@@ -295,7 +295,7 @@ def test_inception_bad_weights_files(tmp_path, digits_test):
         metrics.evaluate(x, x, extractor="inception", inception_weights=wrong)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"\x00not a checkpoint")
-    with pytest.raises(MetricsError, match="cannot read"):
+    with pytest.raises(MetricsError, match="junk.pth is not a PyTorch weights file .*expected torch-fidelity's Inception-v3"):
         metrics.evaluate(x, x, extractor="inception", inception_weights=junk)
 
 

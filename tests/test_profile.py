@@ -11,7 +11,7 @@ from torch import nn
 from lthgan import profile as lprofile
 from lthgan.nn import MaskedConv2d, masked, masked_modules
 from lthgan.prune import global_magnitude
-from lthgan.profile import profile_command
+from lthgan.cli import profile_command
 
 HERE = __name__  # importable under pytest's rootdir-relative import mode
 

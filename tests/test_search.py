@@ -16,7 +16,7 @@ import torch
 
 import lthgan  # noqa: F401
 from lthgan import gans, prune
-from lthgan import report as R
+from lthgan.search import report as R
 from lthgan import search as S
 from lthgan.search import SearchConfig
 from lthgan.ticket import Ticket
@@ -175,7 +175,7 @@ def test_metrics_are_those_of_the_final_checkpoint(imp_run):
     m = metrics(run, "round-02")
     task, models, meta = S.model_from_checkpoint(run / "round-02" / "checkpoint.safetensors")
     assert meta["iteration"] == ITER
-    data = S.load_data("sngan", "digits", 16)
+    data = gans.family("sngan").load_data("digits", "train", 16)
     row, _ = S.evaluate_models(task, models, data, n_samples=64, extractor="digits", seed=3, device="cpu")
     assert row["fid"] == pytest.approx(m["fid"], rel=1e-6)
     assert m["checkpoint"] == "final" and "no best-of selection" in m["selection"]
@@ -245,7 +245,7 @@ def baseline(imp_run, max_level=None, **kw):
     cfg = SearchConfig(gan="sngan", target_sparsity=0.36, **{**TINY, **kw})
     bdir, rows = quiet_search(cfg, run, max_level=max_level)
     assert bdir.parent == run / "baselines"
-    assert (bdir / "dense" / "DONE").read_text().startswith("copied from")
+    assert json.loads((bdir / "dense" / "DONE").read_text())["note"] == f"copied from {run / 'dense'}"
     assert torch.equal(ckpt(bdir, "dense")["G.conv_out.weight"], ckpt(run, "dense")["G.conv_out.weight"])
     return bdir, rows
 
@@ -396,10 +396,14 @@ def test_report_across_runs_and_extractor_refusal(imp_run, tmp_path):
     # the same extractor with other weights (e.g. a retrained digits classifier) is refused too
     m2 = dict(m, extractor_weights="sha256:" + "0" * 64)
     (other / "round-01" / "metrics.json").write_text(json.dumps(m2))
+    with pytest.raises(S.RunDirError, match="round-01 of .* is damaged: metrics.json"):
+        R.compare([run, other], tmp_path / "cmp2")  # an edited level is caught by its manifest
+    S.RunDir(other).level(1).mark_done()  # as if it had been scored so
     with pytest.raises(R.ReportError, match="different feature extractors.*weights sha256:0000"):
         R.compare([run, other], tmp_path / "cmp2")
     m["extractor"] = "inception"
     (other / "round-01" / "metrics.json").write_text(json.dumps(m))
+    S.RunDir(other).level(1).mark_done()
     with pytest.raises(R.ReportError, match="different feature extractors"):
         R.compare([run, other], tmp_path / "cmp3")
 
@@ -450,20 +454,23 @@ def test_resolve_defaults_and_schedule():
     (dict(target_sparsity=1.5), "target_sparsity must be a number in \\(0, 1\\), got 1.5"),
     (dict(target_sparsity=0.0), "target_sparsity"),
     (dict(prune_rate=1.0), "prune_rate must be a number in \\(0, 1\\), got 1.0"),
-    (dict(gan="biggan"), "unknown GAN 'biggan'"),
+    (dict(gan="biggan"), "unknown gan 'biggan'; expected one of sngan, cyclegan, dcgan"),
     (dict(method="lottery"), "unknown method 'lottery'"),
     (dict(d_init="best"), "unknown d_init 'best'"),
     (dict(rewind="iter:x"), "rewind must be init, iter:K"),
     (dict(rewind="frac:1.5"), "rewind must be init"),
     (dict(method="no-rewind", d_init="trained"), "no effect with --method no-rewind"),
-    (dict(masks_from="x"), "--masks-from applies to --method random-ticket"),
-    (dict(iterations=0), "iterations must be a positive integer"),
-    (dict(gan="cyclegan", data="digits"), "CycleGAN needs two domains"),
+    (dict(masks_from="x"), "masks_from applies to methods that reuse another run's masks"),
+    (dict(iterations=0), "iterations must be an integer >= 1, got 0"),
+    (dict(eval_samples=1), "eval_samples must be an integer >= 2, got 1"),
+    (dict(gan="cyclegan", data="digits"), "needs two domains"),
+    (dict(device="meta"), "device 'meta' is not supported; expected cpu, cuda or cuda:N"),
     (dict(rewind="iter:20"), "a round has only 20 iterations"),
 ])
 def test_bad_settings_raise_clear_errors(kw, match):
-    with pytest.raises(S.SearchError, match=match):
+    with pytest.raises(S.SearchError, match=match) as e:
         S.resolve(SearchConfig(preset="tiny", **kw))
+    assert set(e.value.fields) & set(kw), "the error names the setting at fault"
 
 
 def test_missing_data_and_inception_weights_fail_before_any_run(tmp_path, monkeypatch):
@@ -471,13 +478,13 @@ def test_missing_data_and_inception_weights_fail_before_any_run(tmp_path, monkey
         S.run_search(SearchConfig(preset="tiny", data=f"folder:{tmp_path}/nowhere/A"), tmp_path / "r1")
     assert not (tmp_path / "r1").exists()
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    with pytest.raises(S.SearchError, match="--inception-weights FILE"):
+    with pytest.raises(S.SearchError, match="pass inception_weights FILE"):
         S.run_search(SearchConfig(preset="tiny", extractor="inception"), tmp_path / "r2")
     assert not (tmp_path / "r2").exists()
 
 
 def test_random_ticket_needs_an_imp_run(tmp_path):
-    with pytest.raises(S.SearchError, match="needs --masks-from"):
+    with pytest.raises(S.SearchError, match="needs masks_from"):
         quiet_search(SearchConfig(method="random-ticket", target_sparsity=0.2, **TINY), tmp_path / "rt")
 
 
@@ -500,7 +507,11 @@ def test_corrupt_run_directories(imp_run, tmp_path):
     data[-10] ^= 0xFF
     p.write_bytes(bytes(data))
     shutil.rmtree(copy / "round-02")
-    with pytest.raises(S.RunDirError, match="checksum"):
+    with pytest.raises(S.RunDirError, match="round-01 of .* is damaged: checkpoint.safetensors has changed"):
+        S.resume_search(copy, quiet=True)
+    # a level finished by lthgan 0.1 (DONE a timestamp) is checked by its files' own checksums
+    (copy / "round-01" / "DONE").write_text("2026-11-30T10:00:00\n")
+    with pytest.raises(S.RunDirError, match="round-01 of .* is damaged: .*checksum"):
         S.resume_search(copy, quiet=True)
     # a non-empty folder that is not a run directory is not overwritten
     (tmp_path / "junk").mkdir()

@@ -1,9 +1,9 @@
-"""What the GAN families share: the task and evaluation records, the dispatchers, the
-losses, and the training machinery (optimizers, schedules, EMA, RNG, DDP, checks).
+"""What the GAN families share: the task and evaluation records, the losses, and the
+training machinery (optimizers, schedules, EMA, RNG, DDP, checks).
 
-Family-specific code lives in :mod:`lthgan.gans.sngan` and :mod:`lthgan.gans.cyclegan`;
-the dispatchers below (:func:`default_config`, :func:`build`, :func:`init_weights`,
-:func:`make_trainer`, :func:`eval_pairs`) route on the family name.
+Family-specific code lives in one module per family (``sngan.py``, ``cyclegan.py``, ...),
+each declaring a :class:`lthgan.gans.family.Family`; :mod:`lthgan.gans.family` holds the
+registry and the functions that route on the family name.
 
 Randomness
 ----------
@@ -16,8 +16,6 @@ latent noise, both derived from ``(seed, rank)``. Their states are part of
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import importlib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -26,28 +24,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..seeding import mix as _derive_seed
 from . import dist as _dist
 
 __all__ = [
-    "FAMILIES",
-    "PRESETS",
     "GANTask",
     "EvalPair",
     "TrainingDiverged",
     "Trainer",
-    "default_config",
-    "build",
-    "init_weights",
-    "make_trainer",
-    "eval_pairs",
     "hinge_d_loss",
     "hinge_g_loss",
     "lsgan_loss",
     "kd_kl_loss",
 ]
 
-FAMILIES = ("sngan", "cyclegan")
-PRESETS = ("tiny", "quick", "paper")
 AMP_MODES = (None, "bf16")
 
 
@@ -94,107 +84,6 @@ class EvalPair:
     source_labels: Tensor | None = None
 
 
-# --------------------------------------------------------------------------- dispatch
-
-
-def _family(gan: str):
-    if not isinstance(gan, str) or gan not in FAMILIES:
-        raise ValueError(f"unknown GAN family {gan!r}; expected one of {', '.join(FAMILIES)}")
-    return importlib.import_module(f"lthgan.gans.{gan}")
-
-
-def default_config(gan: str, preset: str):
-    """The configuration dataclass of ``gan`` ("sngan" | "cyclegan") for ``preset``:
-    "paper" (the paper's recipe), "quick" (a whole search in ~15-20 min on 2 CPU cores) or
-    "tiny" (tests: seconds per round)."""
-    fam = _family(gan)
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    return fam.default_config(preset)
-
-
-def _coerce_config(gan: str, config):
-    fam = _family(gan)
-    cls = fam.CONFIG_CLASS
-    if config is None:
-        return fam.default_config("paper")
-    if isinstance(config, str):
-        return default_config(gan, config)
-    if isinstance(config, Mapping):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - names)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; expected some of {sorted(names)}")
-        return cls(**config)
-    if not isinstance(config, cls):
-        raise TypeError(
-            f"config for {gan!r} must be a {cls.__name__}, a dict of its fields or a preset "
-            f"name, not {type(config).__name__}"
-        )
-    return config
-
-
-def build(gan: str, config=None, seed: int = 0, device="cpu") -> GANTask:
-    """Build ``gan``'s models with the seeded initialisation of PAPER.md.
-
-    ``config`` is a config dataclass, a dict of its fields, a preset name, or None for the
-    paper recipe. Every conv is an ``lthgan.nn`` masked layer (all masks True); SNGAN's D
-    has ``lthgan.nn.spectral_norm`` on every layer. The same seed gives the same weights on
-    any device, and the global RNG is left untouched."""
-    fam = _family(gan)
-    config = _coerce_config(gan, config)
-    seed = _check_seed(seed)
-    device = torch.device(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # anything drawn from the global RNG while building
-        task = fam.build(config, seed)
-    task.models.to(device)
-    return task
-
-
-def init_weights(module: nn.Module, gan: str, seed: int) -> nn.Module:
-    """Re-initialise ``module`` (a model or any part of one) in place with ``gan``'s init
-    from a generator seeded with ``seed``. Pruned entries stay zero; spectral-norm
-    estimates are refreshed for the new weights."""
-    fam = _family(gan)
-    seed = _check_seed(seed)
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"init_weights expects an nn.Module, not {type(module).__name__}")
-    fam.init_weights(module, seed)
-    return module
-
-
-def make_trainer(task: GANTask, data, *, iterations: int | None = None, device="cpu", seed: int = 0,
-                 amp: str | None = None, kd_teacher: nn.ModuleDict | None = None,
-                 kd_weight: float = 1.0) -> "Trainer":
-    """A training object for ``task`` (see :class:`Trainer`).
-
-    ``data``: an ``ImageSet`` (SNGAN) or a pair ``(A_train, B_train)`` (CycleGAN).
-    ``iterations`` defaults to the config's; it sets the LR schedule's length.
-    ``amp="bf16"`` runs forward passes under bf16 autocast. ``kd_teacher`` holds frozen
-    dense discriminators keyed like ``task.discriminators``. Under ``torchrun`` the models
-    are wrapped in DistributedDataParallel (NCCL on CUDA, gloo on CPU); batches are split
-    across the processes."""
-    if not isinstance(task, GANTask):
-        raise TypeError(f"make_trainer expects a GANTask, not {type(task).__name__}")
-    fam = _family(task.name)
-    return fam.TRAINER_CLASS(task, data, iterations=iterations, device=device, seed=seed, amp=amp,
-                             kd_teacher=kd_teacher, kd_weight=kd_weight)
-
-
-def eval_pairs(task: GANTask, models: Mapping[str, nn.Module], eval_data, n_samples: int,
-               seed: int = 0) -> list[EvalPair]:
-    """Images to score. SNGAN: ``n_samples`` images from ``models["G"]`` (seeded noise)
-    against the whole of ``eval_data`` (the training set, as in the paper). CycleGAN:
-    ``eval_data = (A_test, B_test)``; every test image (at most ``n_samples`` per domain,
-    in order) is translated, A2B against B_test and B2A against A_test."""
-    if not isinstance(task, GANTask):
-        raise TypeError(f"eval_pairs expects a GANTask, not {type(task).__name__}")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
-    return _family(task.name).eval_pairs(task, models, eval_data, n_samples, _check_seed(seed))
-
-
 # --------------------------------------------------------------------------- losses
 
 
@@ -230,21 +119,6 @@ def _check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     return seed
-
-
-def _derive_seed(*parts: int) -> int:
-    """A 63-bit seed mixed from integers (splitmix64), so streams for (seed, rank, purpose)
-    do not overlap the way ``seed + rank`` streams of neighbouring seeds would."""
-    mask = (1 << 64) - 1
-    x = 0x9E3779B97F4A7C15
-    for p in parts:
-        x = (x ^ (int(p) & mask)) & mask
-        x = (x + 0x9E3779B97F4A7C15) & mask
-        z = x
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-        x = z ^ (z >> 31)
-    return x >> 1
 
 
 def _check_positive_int(name: str, value, minimum: int = 1) -> int:

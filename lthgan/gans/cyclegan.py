@@ -35,9 +35,10 @@ from .base import (
     ema_update_,
     lsgan_loss,
 )
+from .family import Family, UnpairedData, single_batch_override
 
 __all__ = ["CycleGANConfig", "ResnetGenerator", "PatchDiscriminator", "HistoryBuffer",
-           "CycleGANTrainer", "default_config"]
+           "CycleGANTrainer", "FAMILY"]
 
 
 @dataclass
@@ -95,27 +96,26 @@ def patch_output_size(resolution: int, d_layers: int) -> int:
     return s - 2
 
 
-def default_config(preset: str) -> CycleGANConfig:
-    if preset == "paper":
-        return CycleGANConfig()
-    if preset == "quick":
-        # 32x32 on 2 CPU cores: ~17 iterations/s with both cores free (12 on one), so a round
-        # is ~1 min and a search to 0.74 (8 levels) ~9 min. Measured learning curves
-        # (scripts/learning_curve.py; BENCHMARKS.md, "Quick presets"): the trained generators'
-        # A2B digit-FID swings between ~7 and ~32 from one checkpoint to the next, and from
-        # ~1000 iterations on it drifts up (busier photo textures over the digit), with or
-        # without the LR decay. An EMA of the generators (0.995) removes the swings, and at
-        # 1000 iterations with a constant LR it sits at its best (mean FID 6.8 and 6.3 for
-        # seeds 0 and 1). So: EMA generators, 1000 iterations, no decay.
-        return CycleGANConfig(resolution=32, g_filters=16, d_filters=16, n_blocks=3, d_layers=2,
-                              batch=4, iterations=1000, pool_size=50, decay_start=1.0, ema=0.995)
-    if preset == "tiny":
-        return CycleGANConfig(resolution=16, g_filters=8, d_filters=8, n_blocks=1, d_layers=2,
-                              batch=2, iterations=20, pool_size=4)
-    raise ValueError(f"unknown preset {preset!r}; expected tiny, quick or paper")
+def _paper() -> CycleGANConfig:
+    return CycleGANConfig()
 
 
-CONFIG_CLASS = CycleGANConfig
+def _quick() -> CycleGANConfig:
+    # 32x32 on 2 CPU cores: ~17 iterations/s with both cores free (12 on one), so a round
+    # is ~1 min and a search to 0.74 (8 levels) ~9 min. Measured learning curves
+    # (scripts/learning_curve.py; BENCHMARKS.md, "Quick presets"): the trained generators'
+    # A2B digit-FID swings between ~7 and ~32 from one checkpoint to the next, and from
+    # ~1000 iterations on it drifts up (busier photo textures over the digit), with or
+    # without the LR decay. An EMA of the generators (0.995) removes the swings, and at
+    # 1000 iterations with a constant LR it sits at its best (mean FID 6.8 and 6.3 for
+    # seeds 0 and 1). So: EMA generators, 1000 iterations, no decay.
+    return CycleGANConfig(resolution=32, g_filters=16, d_filters=16, n_blocks=3, d_layers=2,
+                          batch=4, iterations=1000, pool_size=50, decay_start=1.0, ema=0.995)
+
+
+def _tiny() -> CycleGANConfig:
+    return CycleGANConfig(resolution=16, g_filters=8, d_filters=8, n_blocks=1, d_layers=2,
+                          batch=2, iterations=20, pool_size=4)
 
 
 # --------------------------------------------------------------------------- models
@@ -410,9 +410,6 @@ class CycleGANTrainer(Trainer):
         return {"G_AB": m["G_AB"], "G_BA": m["G_BA"]}
 
 
-TRAINER_CLASS = CycleGANTrainer
-
-
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -450,3 +447,34 @@ def eval_pairs(task: GANTask, models: Mapping[str, nn.Module], eval_data, n_samp
         EvalPair("A2B", translate(models["G_AB"], src_A), real_B, la),
         EvalPair("B2A", translate(models["G_BA"], src_B), real_A, lb),
     ]
+
+
+def _sample_grid(pairs, eval_data) -> tuple[Tensor, int]:
+    """Rows of 8: A sources, their B translations, B sources, their A translations."""
+    n = 8
+    A, B = eval_data
+    by = {p.direction: p for p in pairs}
+    rows = [A.all()[:n], by["A2B"].fake[:n], B.all()[:n], by["B2A"].fake[:n]]
+    k = min(r.shape[0] for r in rows)
+    return torch.cat([r[:k] for r in rows]), k
+
+
+FAMILY = Family(
+    name="cyclegan",
+    title="CycleGAN (Zhu et al. 2017): two ResNet generators with InstanceNorm, two PatchGANs, "
+          "least-squares loss, cycle and identity losses",
+    config_class=CycleGANConfig,
+    presets={"tiny": _tiny, "quick": _quick, "paper": _paper},
+    build=build,
+    init_weights=init_weights,
+    trainer=CycleGANTrainer,
+    eval_pairs=eval_pairs,
+    sample_grid=_sample_grid,
+    batch_override=single_batch_override,
+    data=UnpairedData(),
+    default_data="digits:digits-m",
+    default_target=0.74,  # the paper's last matching CycleGAN ticket, ~74%
+    eval_samples={"tiny": 64, "quick": None, "paper": None},  # None: every test image
+    eval_split="test",  # the test images of each domain are translated
+    directions=("A2B", "B2A"),
+)

@@ -20,7 +20,6 @@ from torch import Tensor, nn
 
 from .. import nn as lnn
 from .base import (
-    EvalPair,
     GANTask,
     Trainer,
     _check_betas,
@@ -34,8 +33,9 @@ from .base import (
     hinge_d_loss,
     hinge_g_loss,
 )
+from .family import Family, ImageData, unconditional_grid, unconditional_pairs
 
-__all__ = ["SNGANConfig", "Generator", "Discriminator", "SNGANTrainer", "default_config"]
+__all__ = ["SNGANConfig", "Generator", "Discriminator", "SNGANTrainer", "FAMILY"]
 
 
 @dataclass
@@ -80,25 +80,24 @@ class SNGANConfig:
         self.betas = _check_betas("betas", self.betas)
 
 
-def default_config(preset: str) -> SNGANConfig:
-    if preset == "paper":
-        return SNGANConfig()
-    if preset == "quick":
-        # 32x32 on 2 CPU cores: ~8.8 iterations/s with both cores free (5 on one), so a round
-        # of 1000 iterations is ~2 min and a search to 0.67 (6 levels) ~12 min. One D step per
-        # G step and a short EMA (time constant ~50 iterations) suit the short schedule. The
-        # learning curve (scripts/learning_curve.py, BENCHMARKS.md) falls from digit-FID 60
-        # (untrained) to ~13 at 300-400 iterations and levels off near 5 from ~900: a round ends
-        # past the steep part, so rounds are compared on where they converge, not on speed.
-        return SNGANConfig(g_channels=32, d_channels=32, g_batch=32, d_batch=32, n_dis=1,
-                           iterations=1000, ema=0.98)
-    if preset == "tiny":
-        return SNGANConfig(resolution=16, z_dim=16, g_channels=8, d_channels=8, g_blocks=2,
-                           g_batch=8, d_batch=8, n_dis=2, iterations=20, ema=0.9)
-    raise ValueError(f"unknown preset {preset!r}; expected tiny, quick or paper")
+def _paper() -> SNGANConfig:
+    return SNGANConfig()
 
 
-CONFIG_CLASS = SNGANConfig
+def _quick() -> SNGANConfig:
+    # 32x32 on 2 CPU cores: ~8.8 iterations/s with both cores free (5 on one), so a round
+    # of 1000 iterations is ~2 min and a search to 0.67 (6 levels) ~12 min. One D step per
+    # G step and a short EMA (time constant ~50 iterations) suit the short schedule. The
+    # learning curve (scripts/learning_curve.py, BENCHMARKS.md) falls from digit-FID 60
+    # (untrained) to ~13 at 300-400 iterations and levels off near 5 from ~900: a round ends
+    # past the steep part, so rounds are compared on where they converge, not on speed.
+    return SNGANConfig(g_channels=32, d_channels=32, g_batch=32, d_batch=32, n_dis=1,
+                       iterations=1000, ema=0.98)
+
+
+def _tiny() -> SNGANConfig:
+    return SNGANConfig(resolution=16, z_dim=16, g_channels=8, d_channels=8, g_blocks=2,
+                       g_batch=8, d_batch=8, n_dis=2, iterations=20, ema=0.9)
 
 
 # --------------------------------------------------------------------------- models
@@ -375,33 +374,32 @@ class SNGANTrainer(Trainer):
         return {"G": self.ema}
 
 
-TRAINER_CLASS = SNGANTrainer
+# --------------------------------------------------------------------------- the family
 
 
-# --------------------------------------------------------------------------- evaluation
+def _batch_override(config: SNGANConfig, batch_size: int) -> dict:
+    """A search's batch size is D's; G's keeps the preset's ratio (2x in the paper)."""
+    return {"d_batch": batch_size,
+            "g_batch": max(1, int(round(batch_size * config.g_batch / config.d_batch)))}
 
 
-@torch.no_grad()
-def generate(G: nn.Module, n: int, z_dim: int, seed: int = 0, batch_size: int = 500) -> Tensor:
-    """``n`` images from ``G`` (in eval mode) for noise drawn on the CPU from ``seed``:
-    the same images on any device. Returns float32 CPU images in [-1, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, z_dim, generator=g)
-    dev = next(G.parameters()).device
-    was = G.training
-    G.eval()
-    try:
-        out = [G(z[i:i + batch_size].to(dev)).float().cpu() for i in range(0, n, batch_size)]
-    finally:
-        G.train(was)
-    return torch.cat(out).clamp_(-1.0, 1.0)
-
-
-def eval_pairs(task: GANTask, models: Mapping[str, nn.Module], eval_data, n_samples: int,
-               seed: int) -> list[EvalPair]:
-    if "G" not in models:
-        raise ValueError(f"SNGAN eval_pairs needs models['G'], got keys {sorted(models)}")
-    _check_image_set(eval_data, "SNGAN evaluation data", task.config)
-    fake = generate(models["G"], n_samples, task.config.z_dim, seed)
-    real = eval_data.all()
-    return [EvalPair("G", fake, real.float(), None)]
+FAMILY = Family(
+    name="sngan",
+    title="SNGAN (Miyato et al. 2018): ResNet G with BatchNorm, spectrally normalised ResNet D, "
+          "hinge loss",
+    config_class=SNGANConfig,
+    presets={"tiny": _tiny, "quick": _quick, "paper": _paper},
+    build=build,
+    init_weights=init_weights,
+    trainer=SNGANTrainer,
+    eval_pairs=unconditional_pairs,
+    sample_grid=unconditional_grid,
+    batch_override=_batch_override,
+    data=ImageData(),
+    default_data="digits",
+    # the paper's last matching sparsity: 5 rounds of 20% (67.23%)
+    default_target=0.67,
+    # generated images per evaluation (the paper: 50k)
+    eval_samples={"tiny": 128, "quick": 1000, "paper": 50_000},
+    eval_split="train",  # samples are judged against the training set, as in the paper
+)

@@ -1,6 +1,6 @@
 """Tables and plots of finished (or partly finished) searches.
 
-A run directory (see :mod:`lthgan.search`) holds one finished level per ``dense/`` or
+A run directory (see :mod:`lthgan.search.rundir`) holds one finished level per ``dense/`` or
 ``round-NN/`` folder with a ``DONE`` marker and a ``metrics.json``. This module reads them and
 writes ``summary.md``, ``summary.csv`` and ``fid_vs_sparsity.png``; :func:`compare` does the
 same for several runs (``lthgan report RUN_DIR [RUN_DIR ...]``), for instance IMP beside random
@@ -17,14 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ._io import atomic_write, atomic_write_text
+from .._io import atomic_write, atomic_write_text
+from .rundir import RunDir, check_writable
 
-__all__ = ["RunDirError", "ReportError", "Run", "read_config", "load_run", "load_runs",
-           "check_comparable", "markdown_table", "csv_text", "plot", "summary_text", "write_summary", "compare"]
-
-
-class RunDirError(ValueError):
-    """A run directory is missing, corrupt, or not what was expected."""
+__all__ = ["ReportError", "Run", "load_run", "load_runs", "check_comparable", "markdown_table",
+           "csv_text", "plot", "summary_text", "write_summary", "compare"]
 
 
 class ReportError(ValueError):
@@ -62,58 +59,26 @@ class Run:
         return next((l for l in self.levels if l.get("level") == 0), None)
 
 
-def read_config(run_dir) -> dict:
-    """``RUN_DIR/config.json``; :class:`RunDirError` when it is missing or unreadable."""
-    p = Path(run_dir) / "config.json"
-    if not Path(run_dir).is_dir():
-        raise RunDirError(f"{run_dir} is not a directory")
-    if not p.is_file():
-        raise RunDirError(f"{run_dir} is not a run directory (no config.json)")
-    try:
-        record = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise RunDirError(f"{p} is corrupt: {e}") from None
-    if not isinstance(record, dict) or not isinstance(record.get("search"), dict):
-        raise RunDirError(f"{p} is corrupt: it has no 'search' section")
-    return record
-
-
-def _level_dirs(run_dir: Path) -> list[Path]:
-    out = []
-    if (run_dir / "dense").is_dir():
-        out.append(run_dir / "dense")
-    out += sorted(p for p in run_dir.glob("round-*") if p.is_dir())
-    return out
-
-
-def load_run(run_dir, label: str | None = None, with_baselines: bool = True) -> Run:
-    """Read a run directory: its config and the metrics of every finished level."""
-    run_dir = Path(run_dir)
-    config = read_config(run_dir)
-    levels = []
-    for d in _level_dirs(run_dir):
-        if not (d / "DONE").exists():
-            continue
-        try:
-            m = json.loads((d / "metrics.json").read_text())
-        except (OSError, ValueError) as e:
-            raise RunDirError(f"{d} is marked DONE but its metrics.json is unreadable: {e}") from None
-        if not isinstance(m, dict) or "level" not in m:
-            raise RunDirError(f"{d}/metrics.json is corrupt: no 'level' entry")
-        levels.append(m)
-    levels.sort(key=lambda m: m["level"])
-    run = Run(run_dir, config, levels, label or config["search"].get("method", run_dir.name))
-    if with_baselines and (run_dir / "baselines").is_dir():
-        for b in sorted(p for p in (run_dir / "baselines").iterdir() if (p / "config.json").exists()):
-            run.baselines.append(load_run(b, label=b.name, with_baselines=False))
+def load_run(run_dir, label: str | None = None, with_baselines: bool = True, verify: bool = False) -> Run:
+    """Read a run directory: its config and the metrics of every finished level (with
+    ``verify``, each finished level's files are checked against its DONE manifest first)."""
+    rd = RunDir(run_dir)
+    config = rd.read_config()
+    if verify:
+        rd.verify()
+    levels = sorted((lvl.read_metrics() for lvl in rd.finished()), key=lambda m: m["level"])
+    run = Run(rd.path, config, levels, label or config["search"].get("method", rd.path.name))
+    if with_baselines:
+        run.baselines = [load_run(b.path, label=b.path.name, with_baselines=False, verify=verify)
+                         for b in rd.baselines()]
     return run
 
 
-def load_runs(paths: Sequence) -> list[Run]:
+def load_runs(paths: Sequence, verify: bool = False) -> list[Run]:
     """Runs of ``paths`` and their baselines, flattened, checked to be comparable."""
     runs: list[Run] = []
     for p in paths:
-        r = load_run(p)
+        r = load_run(p, verify=verify)
         runs.append(r)
         runs.extend(r.baselines)
     labels = [r.label for r in runs]
@@ -283,9 +248,11 @@ def summary_text(runs: Sequence[Run]) -> str:
     lines.append(f"- **Matching**: the round's final-checkpoint FID ≤ the dense FID ({dense_txt}) + "
                  f"tolerance ({tol:g}). The final checkpoint of each round is compared; no best-of "
                  "selection is made.")
-    if main.gan == "cyclegan":
-        lines.append("- **CycleGAN**: FID of both directions (A2B: A translated to B, judged against "
-                     "B's test images; B2A likewise); the verdict uses their mean.")
+    dirs = _directions(runs)
+    if dirs:
+        lines.append(f"- **Directions**: FID of each direction ({', '.join(dirs)}: the source domain "
+                     "translated into the target domain and judged against the target's images); "
+                     "the verdict uses their mean.")
     lines.append(f"- **Metrics**: FID, IS and KID with the `{ext}` feature extractor"
                  + ("; label kept: share of translated digits classified as their source digit."
                     if any(l.get("label_kept") is not None for r in runs for l in r.levels) else "."))
@@ -333,8 +300,9 @@ def plot(runs: Sequence[Run], path) -> Path:
             ax.plot([x for x, _ in miss], [y for _, y in miss], "o", ls="", ms=6, color=c,
                     markerfacecolor="white", zorder=3)
     main = runs[0]
-    ax.set_xlabel(f"sparsity of the generator's prunable weights (%)")
-    ylabel = "FID (mean of A2B and B2A)" if main.gan == "cyclegan" else "FID"
+    ax.set_xlabel("sparsity of the generator's prunable weights (%)")
+    dirs = _directions(runs)
+    ylabel = f"FID (mean of {' and '.join(dirs)})" if dirs else "FID"
     ext = next((l.get("extractor") for r in runs for l in r.levels), None)
     ax.set_ylabel(f"{ylabel}, {ext} features" if ext else ylabel)
     ax.set_title(f"{main.gan} on {main.data}: FID of the final checkpoint vs sparsity")
@@ -363,30 +331,32 @@ def plot(runs: Sequence[Run], path) -> Path:
 
 def write_summary(run_dir) -> list[Run]:
     """``summary.md``, ``summary.csv`` and ``fid_vs_sparsity.png`` of a run and its baselines."""
-    run_dir = Path(run_dir)
-    main = load_run(run_dir)
+    rd = RunDir(run_dir)
+    main = load_run(rd.path)
     runs = [main] + main.baselines
     try:
         check_comparable(runs)
     except ReportError:
         runs = [main]  # a baseline that cannot be compared stays out of the parent's summary
-    atomic_write_text(run_dir / "summary.md", summary_text(runs))
-    atomic_write_text(run_dir / "summary.csv", csv_text(runs))
-    plot(runs, run_dir / "fid_vs_sparsity.png")
+    atomic_write_text(rd.summary_md, summary_text(runs))
+    atomic_write_text(rd.summary_csv, csv_text(runs))
+    plot(runs, rd.plot)
     return runs
 
 
 def compare(paths: Sequence, out=None) -> tuple[str, Path]:
     """Report several runs together: returns the markdown and the folder written to (``out``,
-    default the first run): ``report.md``, ``report.csv``, ``fid_vs_sparsity.png``."""
+    default the first run): ``report.md``, ``report.csv``, ``fid_vs_sparsity.png``. Every
+    finished level's files are verified first."""
     if not paths:
         raise ReportError("give at least one run directory")
-    runs = load_runs(paths)
+    runs = load_runs(paths, verify=True)
     if not any(r.levels for r in runs):
         raise ReportError("none of the runs has a finished level yet")
     out = Path(out) if out is not None else Path(paths[0])
+    check_writable(out)
     text = summary_text(runs)
-    atomic_write_text(out / "report.md", text)
-    atomic_write_text(out / "report.csv", csv_text(runs))
-    plot(runs, out / "fid_vs_sparsity.png")
+    atomic_write_text(out / RunDir.REPORT_MD, text)
+    atomic_write_text(out / RunDir.REPORT_CSV, csv_text(runs))
+    plot(runs, out / RunDir.PLOT)
     return text, out

@@ -1,0 +1,386 @@
+"""The round loop: train dense, then prune, rewind and retrain round by round.
+
+As in the paper's official code, but without its bugs:
+
+1. initialise θ0 (generators) and φ0 (discriminators) from ``seed`` and save them (``init/``);
+2. train dense (level ``dense``) and evaluate the final checkpoint;
+3. round by round (``round-01``, ...): the method chooses the masks (IMP: by magnitude on the
+   *raw* trained generators, never the EMA copy, each generator with its own global
+   threshold) and the state the round starts from (IMP: θ0, or a late-rewind snapshot; D per
+   ``d_init``); fresh optimizers and EMA; train; evaluate the final checkpoint;
+4. stop when the schedule reaches ``target_sparsity`` (the last round is clipped).
+
+Every level is a pure function of the files already in the run directory, so a finished
+level is skipped on resume and an interrupted one restarts from its last in-round checkpoint
+(``train_state.pt``): on the CPU with a fixed seed, a resumed search ends with the same masks
+and metrics as an uninterrupted one. Every training run of a search uses the same training
+seed, so data order and latent noise are the same in every round and rounds differ only by
+their masks and starting weights.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .. import __version__
+from .._io import atomic_write, atomic_write_json
+from .. import gans as _gans
+from .. import prune as _prune
+from ..gans import dist as _dist
+from ..nn import masked_modules
+from ..ticket import Ticket, TicketError
+from . import report as _report
+from .checkpoints import INIT_WHAT, load_checkpoint, load_models, load_tensors, save_checkpoint, save_tensors
+from .config import Resolved
+from .errors import RunDirError
+from .evaluation import evaluate_models, judge, save_samples
+from .methods import generator_sparsity, reseed_seed
+from .rundir import Level, RunDir
+
+__all__ = ["Search"]
+
+
+def _default_log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Search:
+    """One search in one run directory (start it with :func:`lthgan.search.run_search` or
+    :func:`lthgan.search.resume_search`). It is also the context a pruning method works in
+    (:class:`lthgan.search.methods.LevelContext`)."""
+
+    def __init__(self, res: Resolved, run: RunDir, *, quiet: bool = False,
+                 log: Callable[[str], None] | None = None, max_level: int | None = None, data=None):
+        self.res = res
+        self.config = res.config
+        self.family = res.family
+        self.run_dir = run
+        self.quiet = quiet
+        self.log = log or _default_log
+        self.max_level = max_level
+        self.main = _dist.is_main_process()
+        self._train_data, self._eval_data = data
+
+    # ------------------------------------------------------------------ method context
+
+    def build(self, seed: int | None = None):
+        """The family's models at the run's config, seeded with ``seed`` (default: the run's)."""
+        return _gans.build(self.family.name, self.res.gan_config,
+                           seed=self.config.seed if seed is None else seed, device="cpu")
+
+    def groups(self, task) -> list[str]:
+        """The prune groups (each with its own threshold): the generators, and the
+        discriminators too with ``prune_d``."""
+        return list(task.generators) + (list(task.discriminators) if self.config.prune_d else [])
+
+    def selection(self) -> dict:
+        return {"types": self.config.layers}
+
+    def level_dir(self, index: int):
+        return self.run_dir.level(index).path
+
+    def checkpoint(self, index: int) -> dict[str, Tensor]:
+        """The trained models' state of the finished level ``index``."""
+        return load_checkpoint(self.run_dir.level(index).checkpoint)[0]
+
+    def load_models(self, module: nn.Module, state, where) -> None:
+        load_models(module, state, where)
+
+    def init_state(self) -> dict[str, Tensor]:
+        path = self.run_dir.init_state
+        if not path.exists():
+            task = self.build()
+            if self.main:
+                save_tensors(path, task.initial_state(),
+                             {"gan": self.family.name, "seed": self.config.seed, "what": INIT_WHAT,
+                              "gan_config": asdict(self.res.gan_config)})
+                atomic_write_json(self.run_dir.init_seed, {"seed": self.config.seed, "gan": self.family.name})
+            _dist.barrier()
+        state, meta = load_tensors(path)
+        if meta.get("seed") != self.config.seed:
+            raise RunDirError(f"{path} was made with seed {meta.get('seed')}, the config says {self.config.seed}")
+        return state
+
+    def rewind_state(self) -> dict[str, Tensor]:
+        """θ0/φ0, or the late-rewind snapshot of the dense run."""
+        if self.res.rewind_iteration == 0:
+            return self.init_state()
+        return load_tensors(self.run_dir.level(0).rewind)[0]
+
+    # ------------------------------------------------------------------ the whole search
+
+    @property
+    def levels(self) -> list[tuple[int, float]]:
+        out = [(0, 0.0)] + [(i + 1, s) for i, s in enumerate(self.res.schedule)]
+        return out if self.max_level is None else out[: self.max_level + 1]
+
+    def run(self) -> list[dict]:
+        rows = []
+        levels = self.levels
+        for k, (index, target) in enumerate(levels):
+            self._progress(k, levels)
+            m = self._run_level(index, target)
+            if m:
+                rows.append(m)
+            if self.main:
+                self._write_summaries()
+            _dist.barrier()
+        return rows
+
+    def _progress(self, k: int, levels) -> None:
+        """The whole-search line: level k+1 of N, with an ETA over the levels still to run
+        (from this run's finished levels' mean time)."""
+        lvl = self.run_dir.level(levels[k][0])
+        if lvl.done or (lvl.index == 0 and not self.config.dense):
+            return
+        times = [self.run_dir.level(i).read_metrics().get("time_s") for i, _ in levels
+                 if self.run_dir.level(i).done]
+        times = [t for t in times if t]
+        todo = sum(1 for i, _ in levels[k:] if not self.run_dir.level(i).done)
+        eta = f"; ETA {_duration(todo * sum(times) / len(times))} for the {todo} level{'s' if todo > 1 else ''} left" if times else ""
+        self._say(f"[level {k + 1}/{len(levels)}] {lvl.name}{eta}")
+
+    def _say(self, msg: str) -> None:
+        if not self.quiet and self.main:
+            self.log(msg)
+
+    def _write_summaries(self) -> None:
+        self.run_dir.write_metrics_log()
+        _report.write_summary(self.run_dir.path)
+        parent = self.run_dir.parent
+        if parent is not None:
+            try:
+                _report.write_summary(parent.path)
+            except RunDirError:
+                pass  # the parent has not finished a level yet: nothing to add the baseline to
+
+    # ------------------------------------------------------------------ one level
+
+    def _run_level(self, index: int, target: float) -> dict:
+        level = self.run_dir.level(index)
+        if level.done:
+            if self.main and level.train_state.exists():  # killed right after DONE
+                level.train_state.unlink()
+            return level.read_metrics()
+        if index == 0 and not self.config.dense:
+            return {}
+        t_start = time.time()
+        task = self.build()
+        ticket = self._ticket(level, target, task)
+        try:
+            ticket.apply(task.models)
+        except TicketError as e:
+            raise RunDirError(f"{level.ticket} does not fit the model: {e}") from None
+        self._check_sparsity(task, index, target)
+        trainer = self._trainer(task, index)
+        elapsed, last = self._restore(trainer, level)
+        last, train_time = self._train(trainer, level, target, elapsed, last)
+        t_eval = time.time()
+        row = self._evaluate(level, task, trainer)
+        metrics = self._metrics(level, target, task, trainer, ticket, row, last, train_time,
+                                time.time() - t_eval)
+        if self.main:
+            atomic_write_json(level.metrics_file, metrics)
+            level.mark_done()
+            if level.train_state.exists():
+                level.train_state.unlink()
+        _dist.barrier()
+        self._say(_level_line(metrics, time.time() - t_start))
+        return metrics
+
+    def _ticket(self, level: Level, target: float, task) -> Ticket:
+        """The level's ticket: read back when it exists (a resumed level), else made from the
+        method's masks and start state and saved."""
+        if level.ticket.exists():
+            try:
+                return Ticket.load(level.ticket)
+            except TicketError as e:
+                raise RunDirError(f"{level.ticket}: {e}") from None
+        cfg, res = self.config, self.res
+        prov = {"round": level.index, "sparsity_target": target, "seed": cfg.seed,
+                "gan": self.family.name, "gan_config": asdict(res.gan_config), "layers": cfg.layers,
+                "config": asdict(cfg), "lthgan_version": __version__}
+        if level.index == 0:
+            ticket = Ticket.from_model(task.models, self.init_state(),
+                                       dict(prov, method="dense", rewind="init"))
+        else:
+            method = res.method
+            method.masks.choose(self, method, level.index, target, task)
+            masks = {n: m.mask.detach().clone() for n, m in masked_modules(task.models)}
+            state, rewound = method.start_state(self, level.index, task, masks)
+            prov.update(method=cfg.method, rewind=rewound, d_init=res.d_init,
+                        sparsity=generator_sparsity(masks, task, cfg.layers))
+            ticket = Ticket(masks, state, prov)
+        if self.main:
+            ticket.save(level.ticket)
+        _dist.barrier()
+        return ticket
+
+    def _check_sparsity(self, task, index: int, target: float) -> None:
+        if self.res.method.masks.name == "ticket" and index > 0:
+            return  # a transferred ticket keeps whatever sparsity it has
+        for g in self.groups(task) if index > 0 else list(task.models.keys()):
+            ws = _prune.prunable(task.models[g], **self.selection())
+            total = sum(w.mask.numel() for w in ws)
+            zeros = total - sum(int(w.mask.count_nonzero()) for w in ws)
+            want = _prune.target_zeros(target, total) if index > 0 else 0
+            if zeros != want:
+                raise RunDirError(f"{self.run_dir.level(index).name}: {g} has {zeros} of {total} prunable "
+                                  f"weights pruned, but sparsity {target} needs {want}; the run "
+                                  "directory is inconsistent")
+
+    def _trainer(self, task, index: int):
+        kd = None
+        if self.config.kd_d and index > 0:
+            teacher = self.build()
+            load_models(teacher.models, self.checkpoint(0), self.run_dir.level(0).path)
+            kd = nn.ModuleDict({d: teacher.models[d] for d in teacher.discriminators})
+        trainer = _gans.make_trainer(task, self._train_data, iterations=self.res.iterations,
+                                     device=self.res.device, seed=self.config.seed, amp=self.config.amp,
+                                     kd_teacher=kd, kd_weight=self.config.kd_weight)
+        trainer.reset()
+        return trainer
+
+    def _restore(self, trainer, level: Level) -> tuple[float, dict]:
+        """Continue from the level's in-round checkpoint, if there is one."""
+        path = level.train_state
+        if not path.exists():
+            return 0.0, {}
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            trainer.load_state_dict(saved["trainer"])
+        except Exception as e:  # torch.load raises many types on a damaged file
+            raise RunDirError(f"{path} is corrupt ({type(e).__name__}: {e}); delete it to restart "
+                              f"{level.name} from its beginning") from None
+        self._say(f"{level.name}: resuming from iteration {trainer.iteration}/{trainer.iterations}")
+        return float(saved.get("train_time_s", 0.0)), dict(saved.get("losses", {}))
+
+    def _train(self, trainer, level: Level, target: float, elapsed: float, last: dict):
+        from tqdm.auto import tqdm
+
+        every = self.res.checkpoint_every
+        k = self.res.rewind_iteration
+        snap = self.run_dir.level(0).rewind
+        if level.index == 0 and k > 0 and trainer.iteration > k and not snap.exists():
+            raise RunDirError(f"{snap} is missing although the dense run is past iteration {k}")
+        desc = level.name if level.index == 0 else f"{level.name} ({100 * target:.2f}%)"
+        bar = tqdm(total=trainer.iterations, initial=trainer.iteration, desc=desc, unit="it",
+                   file=sys.stderr, disable=self.quiet or not self.main, dynamic_ncols=True,
+                   leave=False, mininterval=0.5)
+        t0 = time.time()
+        try:
+            while trainer.iteration < trainer.iterations:
+                last = trainer.step()
+                bar.update(1)
+                it = trainer.iteration
+                if level.index == 0 and k > 0 and it == k:
+                    if self.main:
+                        save_tensors(snap, trainer.task.models.state_dict(),
+                                     {"what": "late-rewind snapshot", "iteration": k})
+                    _dist.barrier()
+                if it % 10 == 0 or it == trainer.iterations:
+                    bar.set_postfix({n: f"{v:.3g}" for n, v in last.items() if n.startswith("loss")},
+                                    refresh=False)
+                if it % every == 0 or it == trainer.iterations:
+                    self._save_train_state(trainer, level, elapsed + time.time() - t0, last)
+        finally:
+            bar.close()
+        return last, elapsed + time.time() - t0
+
+    def _save_train_state(self, trainer, level: Level, elapsed: float, last: dict) -> None:
+        state = trainer.state_dict()  # collective under DDP
+        if self.main:
+            obj = {"trainer": state, "train_time_s": float(elapsed),
+                   "losses": {k: float(v) for k, v in last.items()}}
+            atomic_write(level.train_state, lambda tmp: torch.save(obj, tmp))
+        _dist.barrier()
+
+    def _evaluate(self, level: Level, task, trainer) -> dict:
+        """Save the final checkpoint (what is compared: no best-of selection), score it, and
+        write the sample grid. Rank 0 scores; the row is broadcast."""
+        row = None
+        if self.main:
+            save_checkpoint(level.checkpoint, task, trainer, {"level": level.name, "iteration": trainer.iteration})
+            row, pairs = evaluate_models(
+                task, trainer.eval_models(), self._eval_data, n_samples=self.res.eval_samples,
+                extractor=self.res.extractor, inception_weights=self.config.inception_weights,
+                seed=self.config.seed, device=self.res.device)
+            save_samples(level.samples, self.family, pairs, self._eval_data)
+        return _dist.broadcast_object(row)
+
+    def _metrics(self, level: Level, target, task, trainer, ticket, row, last, train_time, eval_time) -> dict:
+        """The level's ``metrics.json`` (and its ``sparsity_report.json``)."""
+        index, cfg = level.index, self.config
+        g_report = _group_report(task, task.generators, cfg.layers)
+        d_report = _group_report(task, task.discriminators, cfg.layers)
+        m = {
+            "level": index, "name": level.name, "method": "dense" if index == 0 else cfg.method,
+            "gan": self.family.name, "data": self.res.data, "sparsity_target": target,
+            "sparsity": g_report["prunable_sparsity"], "sparsity_overall": g_report["overall_sparsity"],
+            "d_sparsity": d_report["prunable_sparsity"],
+            "groups": {g: {k: v for k, v in r.items() if k != "layers"} for g, r in g_report["groups"].items()},
+            **row,
+            "checkpoint": "final", "selection": "final checkpoint of the round (no best-of selection)",
+            "iterations": trainer.iteration, "final_losses": last,
+            "train_time_s": round(train_time, 3), "eval_time_s": round(eval_time, 3),
+            "time_s": round(train_time + eval_time, 3), "seed": cfg.seed,
+            "rewind": ticket.provenance.get("rewind"), "d_init": None if index == 0 else self.res.d_init,
+            "tolerance": cfg.tolerance,
+        }
+        if self.res.d_init == "reseed" and index > 0:
+            m["d_seed"] = reseed_seed(cfg.seed, index)
+        dense = self.run_dir.level(0)
+        m["dense_fid"] = row.get("fid") if index == 0 else (
+            dense.read_metrics().get("fid") if cfg.dense and dense.done else None)
+        m["matching"] = None if index == 0 else judge(row.get("fid"), m["dense_fid"], cfg.tolerance)
+        if self.main:
+            atomic_write_json(level.sparsity_report, {"generators": g_report, "discriminators": d_report})
+        return m
+
+
+def _duration(s: float) -> str:
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+def _level_line(m: dict, seconds: float) -> str:
+    parts = [f"{m['name']}: sparsity {100 * m['sparsity']:.2f}% (all params {100 * m['sparsity_overall']:.2f}%)"]
+    if m.get("fid") is not None:
+        parts.append(f"FID {m['fid']:.3f}")
+    dirs = m.get("directions") or {}
+    if len(dirs) > 1:
+        parts.append("(" + ", ".join(f"{d} {v['fid']:.3f}" for d, v in dirs.items()) + ")")
+    if m.get("is_mean") is not None:
+        parts.append(f"IS {m['is_mean']:.3f}")
+    if m.get("label_kept") is not None:
+        parts.append(f"label kept {100 * m['label_kept']:.1f}%")
+    if m.get("matching") is not None:
+        parts.append("MATCHING" if m["matching"] else "not matching")
+    parts.append(f"{seconds:.0f}s")
+    return "  ".join(parts)
+
+
+def _group_report(task, names, layers: str) -> dict:
+    """Sparsity over the prunable weights and over all parameters of the models ``names``."""
+    groups = {}
+    total = zeros = params = pruned = 0
+    for n in names:
+        r = _prune.sparsity_report(task.models[n], types=layers)
+        groups[n] = {"prunable_sparsity": r.prunable_sparsity, "overall_sparsity": r.overall_sparsity,
+                     "prunable_total": r.prunable_total, "prunable_zeros": r.prunable_zeros,
+                     "total_params": r.total_params, "overall_pruned": r.overall_pruned,
+                     "layers": [lv.to_dict() for lv in r.layers]}
+        total += r.prunable_total
+        zeros += r.prunable_zeros
+        params += r.total_params
+        pruned += r.overall_pruned
+    return {"prunable_sparsity": zeros / total if total else 0.0,
+            "overall_sparsity": pruned / params if params else 0.0,
+            "prunable_total": total, "prunable_zeros": zeros, "total_params": params,
+            "overall_pruned": pruned, "groups": groups}
