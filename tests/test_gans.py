@@ -81,14 +81,49 @@ def test_sngan_paper_parameter_counts():
     assert (n_g, conv_g, n_d) == (4_276_739, 3_742_464, 1_053_824)
 
 
+def _n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _n_prunable(model: nn.Module) -> int:
+    return sum(lnn.raw_weight(m).numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
+
+
 def test_cyclegan_paper_parameter_counts():
+    # the official counts (GAN-LTH CycleGAN/models.py, default --upsample transconv)
     task = gans.build("cyclegan", "paper")
+    assert task.config.norm_affine == "official"
     for name in ("G_AB", "G_BA"):
-        n = sum(p.numel() for p in task.models[name].parameters())
+        n = _n_params(task.models[name])
         assert abs(n / 11.38e6 - 1) < 0.01, n
-        assert n == 11_378_179
-    assert sum(p.numel() for p in task.models["D_A"].parameters()) == 2_764_737
+        assert n == 11_383_555
+        assert _n_prunable(task.models[name]) == 11_372_928
+    for name in ("D_A", "D_B"):
+        assert _n_params(task.models[name]) == 2_766_529
+    # without affine norms (lthgan before issue 12): the same prunable weights
+    G, D = cg.ResnetGenerator(norm_affine="none"), cg.PatchDiscriminator(norm_affine="none")
+    assert (_n_params(G), _n_params(D), _n_prunable(G)) == (11_378_179, 2_764_737, 11_372_928)
     assert cg.patch_output_size(256, 3) == 30  # the 70x70 PatchGAN's 30x30 map at 256x256
+
+
+def _affine_flags(model: nn.Module) -> list[bool]:
+    return [m.affine for m in model.modules() if isinstance(m, nn.InstanceNorm2d)]
+
+
+@pytest.mark.parametrize("preset", ["tiny", "quick", "paper"])
+def test_cyclegan_affine_norms_are_where_the_official_models_have_them(preset):
+    cfg = gans.default_config("cyclegan", preset)
+    assert cfg.norm_affine == "official"
+    G = cg.ResnetGenerator(3, 3, cfg.g_filters, cfg.n_blocks, cfg.norm_affine)
+    D = cg.PatchDiscriminator(3, cfg.d_filters, cfg.d_layers, cfg.norm_affine)
+    # G: first conv, first down conv, each block's first conv, both up convs; D: every norm
+    assert _affine_flags(G) == [True, True, False] + [True, False] * cfg.n_blocks + [True, True]
+    assert _affine_flags(D) == [True] * cfg.d_layers
+    # every conv has a bias, as officially
+    assert all(m.bias is not None for m in list(G.modules()) + list(D.modules()) if lnn.is_masked(m))
+    G0 = cg.ResnetGenerator(3, 3, cfg.g_filters, cfg.n_blocks, "none")
+    D0 = cg.PatchDiscriminator(3, cfg.d_filters, cfg.d_layers, "none")
+    assert _affine_flags(G0) == [False] * len(_affine_flags(G)) and not any(_affine_flags(D0))
 
 
 @pytest.mark.parametrize("gan", ["sngan", "cyclegan"])
@@ -175,6 +210,12 @@ def test_cyclegan_forward_matches_plain_pytorch():
     G, D = task.models["G_AB"], task.models["D_B"]
     x = torch.rand(3, 3, RES, RES) * 2 - 1
     layers = list(G.model)
+    with torch.no_grad():  # affine norms away from their γ = 1, β = 0 init
+        for m in task.models.modules():
+            if isinstance(m, nn.InstanceNorm2d) and m.affine:
+                m.weight.normal_(1, 0.3)
+                m.bias.normal_(0, 0.3)
+    assert any(isinstance(m, nn.InstanceNorm2d) and m.affine for m in G.modules())
 
     def run(h, mods):
         for m in mods:
@@ -187,7 +228,7 @@ def test_cyclegan_forward_matches_plain_pytorch():
             elif isinstance(m, nn.ReflectionPad2d):
                 h = F.pad(h, m.padding, mode="reflect")
             elif isinstance(m, nn.InstanceNorm2d):
-                h = F.instance_norm(h, eps=m.eps)
+                h = F.instance_norm(h, weight=m.weight, bias=m.bias, eps=m.eps)
             elif isinstance(m, nn.ReLU):
                 h = F.relu(h)
             elif isinstance(m, nn.LeakyReLU):
@@ -247,6 +288,10 @@ def test_cyclegan_init_distribution():
     assert w.shape == (256, 256, 3, 3)
     assert abs(float(w.std()) / 0.02 - 1) < 0.01 and abs(float(w.mean())) < 2e-4
     assert all(float(m.bias.detach().abs().max()) == 0 for m in task.models.modules() if lnn.is_masked(m))
+    # affine InstanceNorms: PyTorch's γ = 1, β = 0 (the official weights_init_normal skips them)
+    norms = [m for m in task.models.modules() if isinstance(m, nn.InstanceNorm2d) and m.affine]
+    assert len(norms) == 2 * (2 + 9 + 2) + 2 * 3
+    assert all(bool((m.weight == 1).all()) and bool((m.bias == 0).all()) for m in norms)
 
 
 @pytest.mark.parametrize("gan", ["sngan", "cyclegan"])
@@ -319,6 +364,7 @@ def test_configs_and_presets():
     (lambda: gans.CycleGANConfig(resolution=16, d_layers=3), ValueError, "d_layers=3"),
     (lambda: gans.CycleGANConfig(resolution=18), ValueError, "resolution=18"),
     (lambda: gans.CycleGANConfig(decay_start=1.5), ValueError, "decay_start"),
+    (lambda: gans.CycleGANConfig(norm_affine="all"), ValueError, "norm_affine"),
 ])
 def test_bad_configs_raise_clear_errors(call, exc, text):
     with pytest.raises(exc, match=text):
