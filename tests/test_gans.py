@@ -480,6 +480,29 @@ def test_step_trains_and_pruned_weights_stay_zero(gan):
         assert torch.equal(m.mask, before[f"{name}.mask"])  # training never changes masks
 
 
+def test_cyclegan_lsgan_scores_each_image_by_its_mean_patch():
+    # officially D averages its patch map to one score per image before the MSE, for the
+    # D loss and for G's adversarial term alike
+    tr = _trainer("cyclegan", iterations=5)
+    b = tr.batch
+    outs = {"D_A": [], "D_B": []}
+    for k in outs:
+        tr.task.models[k].register_forward_hook(lambda mod, inp, out, k=k: outs[k].append(out.detach().double()))
+    log = tr.step()
+    (g_a, d_a), (g_b, d_b) = outs["D_A"], outs["D_B"]  # the G step's call, then the D step's
+    assert g_a.shape[-1] > 1 and d_a.shape[0] == 2 * b
+
+    def mse(out, target):
+        return float((out.mean(dim=(1, 2, 3)) - target).square().mean())
+
+    assert log["loss_g_gan"] == pytest.approx(mse(g_a, 1.0) + mse(g_b, 1.0), rel=1e-5)
+    assert log["loss_d_A"] == pytest.approx(0.5 * (mse(d_a[:b], 1.0) + mse(d_a[b:], 0.0)), rel=1e-5)
+    assert log["loss_d_B"] == pytest.approx(0.5 * (mse(d_b[:b], 1.0) + mse(d_b[b:], 0.0)), rel=1e-5)
+    per_patch = 0.5 * (float((d_a[:b] - 1).square().mean()) + float(d_a[b:].square().mean()))
+    assert abs(per_patch - log["loss_d_A"]) > 1e-3 * per_patch  # not the MSE over every patch
+    torch.testing.assert_close(cg.image_scores(d_a), F.avg_pool2d(d_a, d_a.shape[2:]).view(-1))
+
+
 def test_sngan_iterations_default_to_config():
     tr = gans.make_trainer(gans.build("sngan", tiny("sngan")), data_for("sngan"))
     assert tr.iterations == tiny("sngan").iterations

@@ -1,7 +1,8 @@
 """CycleGAN (Zhu et al. 2017) as used by the paper for horse2zebra: two ResNet generators
 (A→B and B→A) with InstanceNorm and transposed-conv upsampling, two 70×70 PatchGAN
-discriminators, least-squares GAN loss, cycle ×10, identity ×5, a history buffer of 50
-fakes and an LR that decays linearly to 0 over the second half of training.
+discriminators, least-squares GAN loss on per-image scores (each patch map's mean), cycle
+×10, identity ×5, a history buffer of 50 fakes and an LR that decays linearly to 0 over
+the second half of training.
 
 At the paper configuration (256×256, 64 filters, 9 blocks) each generator has 11,383,555
 parameters (PAPER.md: 11.38 M) and each PatchGAN 2,766,529, the official code's counts
@@ -41,7 +42,7 @@ from .base import (
 NORM_AFFINE = ("official", "none")
 
 __all__ = ["CycleGANConfig", "ResnetGenerator", "PatchDiscriminator", "HistoryBuffer",
-           "CycleGANTrainer", "default_config"]
+           "CycleGANTrainer", "default_config", "image_scores"]
 
 
 @dataclass
@@ -192,7 +193,8 @@ class ResnetGenerator(nn.Module):
 class PatchDiscriminator(nn.Module):
     """PatchGAN: k4 s2 conv + LReLU(0.2); ``d_layers - 1`` more k4 s2 convs and one k4 s1
     conv, each with InstanceNorm + LReLU (widths doubling, capped at 8× filters); a final
-    k4 s1 conv to one channel. ``d_layers=3`` is the 70×70 PatchGAN."""
+    k4 s1 conv to one channel. ``d_layers=3`` is the 70×70 PatchGAN. Its output is the
+    patch map; the LSGAN loss averages it per image (:func:`image_scores`)."""
 
     def __init__(self, in_channels: int = 3, filters: int = 64, d_layers: int = 3, norm_affine: str = "official"):
         super().__init__()
@@ -210,6 +212,12 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
+
+
+def image_scores(patch_map: Tensor) -> Tensor:
+    """One score per image: the mean of a PatchGAN's output map (the official
+    ``Discriminator.forward``'s ``avg_pool2d`` over the whole map)."""
+    return patch_map.flatten(1).mean(1)
 
 
 @torch.no_grad()
@@ -367,7 +375,8 @@ class CycleGANTrainer(Trainer):
                 rec_B = G_AB(fake_A)
                 pred_B = m["D_B"](fake_B)
                 pred_A = m["D_A"](fake_A)
-            loss_gan = lsgan_loss(pred_B.float(), 1.0) + lsgan_loss(pred_A.float(), 1.0)
+            # as officially, the MSE is over one score per image (the patch map's mean)
+            loss_gan = lsgan_loss(image_scores(pred_B.float()), 1.0) + lsgan_loss(image_scores(pred_A.float()), 1.0)
             loss_cyc = F.l1_loss(rec_A.float(), real_A) + F.l1_loss(rec_B.float(), real_B)
             loss_g = loss_gan + cfg.cycle_weight * loss_cyc
             losses = {"loss_g_gan": loss_gan, "loss_cycle": loss_cyc}
@@ -393,8 +402,9 @@ class CycleGANTrainer(Trainer):
         with self._autocast():
             oa = D_A(xa).float()
             ob = D_B(xb).float()
-        loss_da = 0.5 * (lsgan_loss(oa[:b], 1.0) + lsgan_loss(oa[b:], 0.0))
-        loss_db = 0.5 * (lsgan_loss(ob[:b], 1.0) + lsgan_loss(ob[b:], 0.0))
+        sa, sb = image_scores(oa), image_scores(ob)
+        loss_da = 0.5 * (lsgan_loss(sa[:b], 1.0) + lsgan_loss(sa[b:], 0.0))
+        loss_db = 0.5 * (lsgan_loss(sb[:b], 1.0) + lsgan_loss(sb[b:], 0.0))
         loss_d = loss_da + loss_db
         losses["loss_d_A"] = loss_da
         losses["loss_d_B"] = loss_db
