@@ -403,8 +403,12 @@ def test_losses_match_references():
     ps, pt = torch.sigmoid(s.double()), torch.sigmoid(t.double())  # exact enough reference
     two_s = torch.stack([ps, 1 - ps], -1)
     two_t = torch.stack([pt, 1 - pt], -1)
-    ref = F.kl_div(two_s.log(), two_t, reduction="none").sum(-1).mean()
+    # the official scale: PyTorch 1.4's F.kl_div default ("mean") averages over all elements,
+    # the 2 classes included, i.e. half the per-output KL
+    ref = F.kl_div(two_s.log(), two_t, reduction="sum") / two_t.numel()
     torch.testing.assert_close(gans.kd_kl_loss(s, t).double(), ref, rtol=1e-5, atol=1e-6)
+    per_output = F.kl_div(two_s.log(), two_t, reduction="none").sum(-1).mean()
+    torch.testing.assert_close(gans.kd_kl_loss(s, t).double() * 2, per_output, rtol=1e-5, atol=1e-6)
     assert float(gans.kd_kl_loss(t, t)) == pytest.approx(0.0, abs=1e-7)
 
 

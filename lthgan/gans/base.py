@@ -214,13 +214,16 @@ def lsgan_loss(out: Tensor, target: float) -> Tensor:
 
 
 def kd_kl_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-    """Mean KL(teacher || student) between the 2-class distributions [σ(l), 1 - σ(l)] of
-    each discriminator output, computed stably from the logits."""
+    """KL(teacher || student) between the 2-class distributions [σ(l), 1 - σ(l)] of each
+    discriminator output, computed stably from the logits, at the official scale: the
+    official ``F.kl_div(log p_s, p_t)`` (GAN-LTH ``SNGAN/functions.py`` ``train_kd``, PyTorch
+    1.4's default mean reduction) averages over all 2·N elements, so this is half the
+    per-output mean KL."""
     t = teacher_logits.float()
     s = student_logits.float()
     pt = torch.sigmoid(t)
     kl = pt * (F.logsigmoid(t) - F.logsigmoid(s)) + (1.0 - pt) * (F.logsigmoid(-t) - F.logsigmoid(-s))
-    return kl.mean()
+    return 0.5 * kl.mean()
 
 
 # --------------------------------------------------------------------------- helpers
