@@ -267,15 +267,37 @@ def test_init_is_seeded_device_free_and_leaves_global_rng_alone():
     assert not torch.equal(w_a, c.models["G"].blocks[0].c1.weight)
 
 
+def _assert_uniform(t: torch.Tensor, bound: float, tol: float = 0.02):
+    t = t.detach().double()
+    assert float(t.abs().max()) <= bound
+    assert abs(float(t.std()) / (bound / math.sqrt(3)) - 1) < tol
+    assert abs(float(t.mean())) < 4 * bound / math.sqrt(3 * t.numel())  # 4 standard errors
+
+
+@torch.no_grad()
 def test_sngan_init_distribution():
+    # the official init: Xavier-uniform on conv weights only; conv biases and Linear weights
+    # and biases at PyTorch's defaults; BN γ ~ N(1, 0.02), β = 0
     task = gans.build("sngan", "paper", seed=1)
-    G = task.models["G"]
-    w = G.blocks[1].c1.weight.detach()
-    bound = math.sqrt(6 / (256 * 9 * 2))
-    assert w.abs().max() <= bound
-    assert abs(float(w.std()) / (bound / math.sqrt(3)) - 1) < 0.02
-    assert float(w.mean()).__abs__() < 1e-3
-    assert all(float(m.bias.detach().abs().max()) == 0 for m in G.modules() if isinstance(m, nn.Conv2d))
+    G, D = task.models["G"], task.models["D"]
+    for m in (G.blocks[1].c1, G.blocks[0].c_sc, D.blocks[1].c1, D.blocks[0].c1):
+        w = lnn.raw_weight(m)
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
+        _assert_uniform(w, math.sqrt(6 / (fan_in + fan_out)), tol=0.02 if w.numel() > 1e4 else 0.2)
+    # PyTorch's own layers are the reference for the default bounds, 1/sqrt(fan_in)
+    ref = nn.Linear(128, 256 * 16)
+    assert float(ref.weight.abs().max()) == pytest.approx(1 / math.sqrt(128), rel=1e-3)  # ≈ 0.088
+    _assert_uniform(G.linear.weight, 1 / math.sqrt(128))
+    assert abs(float(G.linear.weight.std()) / float(ref.weight.std()) - 1) < 0.02
+    _assert_uniform(G.linear.bias, 1 / math.sqrt(128), tol=0.1)
+    _assert_uniform(lnn.raw_weight(D.linear), 1 / math.sqrt(128), tol=0.3)  # 128 values
+    ref_conv = nn.Conv2d(256, 256, 3)
+    c1_biases = torch.cat([blk.c1.bias for blk in G.blocks] + [blk.c2.bias for blk in G.blocks])
+    _assert_uniform(c1_biases, 1 / math.sqrt(256 * 9), tol=0.1)
+    assert abs(float(c1_biases.std()) / float(ref_conv.bias.std()) - 1) < 0.15
+    for m in (m for m in task.models.modules() if isinstance(m, nn.Conv2d)):
+        fan_in, _ = nn.init._calculate_fan_in_and_fan_out(lnn.raw_weight(m))
+        assert 0 < float(m.bias.abs().max()) <= 1 / math.sqrt(fan_in)
     gammas = torch.cat([m.weight.detach() for m in G.modules() if isinstance(m, nn.BatchNorm2d)])
     betas = torch.cat([m.bias.detach() for m in G.modules() if isinstance(m, nn.BatchNorm2d)])
     assert abs(float(gammas.mean()) - 1) < 0.003 and abs(float(gammas.std()) / 0.02 - 1) < 0.1
@@ -324,10 +346,16 @@ def test_init_weights_reseed_keeps_masks_and_refreshes_spectral_norm():
         assert bool((m.weight[~m.mask] == 0).all())
         assert 0.9 < _sn_ratio(m) <= 1 + 1e-5
     # the same seed reproduces the same weights
+    # the same seed reproduces the same weights and biases, whatever the global RNG, which
+    # it leaves untouched
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
     gans.init_weights(D, "sngan", seed=77)
+    assert torch.equal(torch.get_rng_state(), state)
     for k, v in snapshot(D).items():
-        if k.endswith("weight"):
-            assert torch.equal(v, after[k])
+        if k.endswith(("weight", "bias")):
+            assert torch.equal(v, after[k]), k
+    assert any(k.endswith("bias") and not torch.equal(before[k], after[k]) for k in before)
 
 
 # --------------------------------------------------------------------------- configs
