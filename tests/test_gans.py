@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -669,6 +670,56 @@ def test_reset_after_rewind(gan):
     # and it trains on as a fresh round
     log = tr.step()
     assert math.isfinite(log["loss_g"]) and tr.iteration == 1
+
+
+@pytest.mark.parametrize("gan", ["sngan", "cyclegan"])
+def test_reset_for_late_rewinding_trains_from_k_to_t_on_the_dense_schedule(gan):
+    T, K = 8, 5
+    cfg = tiny(gan, decay_start=0.5)  # an LR that changes over the run
+
+    def lrs(tr):
+        return {n: o.param_groups[0]["lr"] for n, o in tr.optimizers.items()}
+
+    dense = _trainer(gan, config=cfg, iterations=T)
+    dense_lrs = []
+    for _ in range(T):
+        dense_lrs.append(lrs(dense))
+        dense.step()
+    assert dense_lrs[K]["G"] < dense_lrs[0]["G"]
+
+    tr = _trainer(gan, config=cfg, iterations=T)
+    for _ in range(3):
+        tr.step()
+    old = dict(tr.optimizers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no scheduler-order or deprecation warnings
+        tr.reset(start_iteration=K)
+        assert tr.iteration == K
+        for name, opt in tr.optimizers.items():  # fresh, as officially
+            assert opt is not old[name] and len(opt.state) == 0
+        seen, logged = [], []
+        while tr.iteration < tr.iterations:
+            seen.append(lrs(tr))
+            logged.append(tr.step()["lr"])
+    assert tr.iteration == T and len(seen) == T - K
+    for got, want in zip(seen, dense_lrs[K:]):
+        assert got == pytest.approx(want)
+    assert logged == pytest.approx([d["G"] for d in dense_lrs[K:]])
+    assert tr.train() == {}  # the round is over
+
+    # a late round resumes like any other
+    again = _trainer(gan, config=cfg, iterations=T)
+    again.reset(start_iteration=K)
+    again.step()
+    resumed = _trainer(gan, config=cfg, iterations=T, seed=3)
+    resumed.load_state_dict(roundtrip(again.state_dict()))
+    assert resumed.iteration == K + 1 and lrs(resumed) == pytest.approx(dense_lrs[K + 1])
+    # and reset() with no argument is still a round from 0
+    tr.reset()
+    assert tr.iteration == 0 and lrs(tr) == pytest.approx(dense_lrs[0])
+    for bad in (T, T + 1, -1, 1.5):
+        with pytest.raises(ValueError, match="start_iteration"):
+            tr.reset(start_iteration=bad)
 
 
 @pytest.mark.parametrize("gan", ["sngan", "cyclegan"])
