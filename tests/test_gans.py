@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -81,14 +82,49 @@ def test_sngan_paper_parameter_counts():
     assert (n_g, conv_g, n_d) == (4_276_739, 3_742_464, 1_053_824)
 
 
+def _n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _n_prunable(model: nn.Module) -> int:
+    return sum(lnn.raw_weight(m).numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
+
+
 def test_cyclegan_paper_parameter_counts():
+    # the official counts (GAN-LTH CycleGAN/models.py, default --upsample transconv)
     task = gans.build("cyclegan", "paper")
+    assert task.config.norm_affine == "official"
     for name in ("G_AB", "G_BA"):
-        n = sum(p.numel() for p in task.models[name].parameters())
+        n = _n_params(task.models[name])
         assert abs(n / 11.38e6 - 1) < 0.01, n
-        assert n == 11_378_179
-    assert sum(p.numel() for p in task.models["D_A"].parameters()) == 2_764_737
+        assert n == 11_383_555
+        assert _n_prunable(task.models[name]) == 11_372_928
+    for name in ("D_A", "D_B"):
+        assert _n_params(task.models[name]) == 2_766_529
+    # without affine norms (lthgan before issue 12): the same prunable weights
+    G, D = cg.ResnetGenerator(norm_affine="none"), cg.PatchDiscriminator(norm_affine="none")
+    assert (_n_params(G), _n_params(D), _n_prunable(G)) == (11_378_179, 2_764_737, 11_372_928)
     assert cg.patch_output_size(256, 3) == 30  # the 70x70 PatchGAN's 30x30 map at 256x256
+
+
+def _affine_flags(model: nn.Module) -> list[bool]:
+    return [m.affine for m in model.modules() if isinstance(m, nn.InstanceNorm2d)]
+
+
+@pytest.mark.parametrize("preset", ["tiny", "quick", "paper"])
+def test_cyclegan_affine_norms_are_where_the_official_models_have_them(preset):
+    cfg = gans.default_config("cyclegan", preset)
+    assert cfg.norm_affine == "official"
+    G = cg.ResnetGenerator(3, 3, cfg.g_filters, cfg.n_blocks, cfg.norm_affine)
+    D = cg.PatchDiscriminator(3, cfg.d_filters, cfg.d_layers, cfg.norm_affine)
+    # G: first conv, first down conv, each block's first conv, both up convs; D: every norm
+    assert _affine_flags(G) == [True, True, False] + [True, False] * cfg.n_blocks + [True, True]
+    assert _affine_flags(D) == [True] * cfg.d_layers
+    # every conv has a bias, as officially
+    assert all(m.bias is not None for m in list(G.modules()) + list(D.modules()) if lnn.is_masked(m))
+    G0 = cg.ResnetGenerator(3, 3, cfg.g_filters, cfg.n_blocks, "none")
+    D0 = cg.PatchDiscriminator(3, cfg.d_filters, cfg.d_layers, "none")
+    assert _affine_flags(G0) == [False] * len(_affine_flags(G)) and not any(_affine_flags(D0))
 
 
 @pytest.mark.parametrize("gan", ["sngan", "cyclegan"])
@@ -175,6 +211,12 @@ def test_cyclegan_forward_matches_plain_pytorch():
     G, D = task.models["G_AB"], task.models["D_B"]
     x = torch.rand(3, 3, RES, RES) * 2 - 1
     layers = list(G.model)
+    with torch.no_grad():  # affine norms away from their γ = 1, β = 0 init
+        for m in task.models.modules():
+            if isinstance(m, nn.InstanceNorm2d) and m.affine:
+                m.weight.normal_(1, 0.3)
+                m.bias.normal_(0, 0.3)
+    assert any(isinstance(m, nn.InstanceNorm2d) and m.affine for m in G.modules())
 
     def run(h, mods):
         for m in mods:
@@ -187,7 +229,7 @@ def test_cyclegan_forward_matches_plain_pytorch():
             elif isinstance(m, nn.ReflectionPad2d):
                 h = F.pad(h, m.padding, mode="reflect")
             elif isinstance(m, nn.InstanceNorm2d):
-                h = F.instance_norm(h, eps=m.eps)
+                h = F.instance_norm(h, weight=m.weight, bias=m.bias, eps=m.eps)
             elif isinstance(m, nn.ReLU):
                 h = F.relu(h)
             elif isinstance(m, nn.LeakyReLU):
@@ -226,15 +268,37 @@ def test_init_is_seeded_device_free_and_leaves_global_rng_alone():
     assert not torch.equal(w_a, c.models["G"].blocks[0].c1.weight)
 
 
+def _assert_uniform(t: torch.Tensor, bound: float, tol: float = 0.02):
+    t = t.detach().double()
+    assert float(t.abs().max()) <= bound
+    assert abs(float(t.std()) / (bound / math.sqrt(3)) - 1) < tol
+    assert abs(float(t.mean())) < 4 * bound / math.sqrt(3 * t.numel())  # 4 standard errors
+
+
+@torch.no_grad()
 def test_sngan_init_distribution():
+    # the official init: Xavier-uniform on conv weights only; conv biases and Linear weights
+    # and biases at PyTorch's defaults; BN γ ~ N(1, 0.02), β = 0
     task = gans.build("sngan", "paper", seed=1)
-    G = task.models["G"]
-    w = G.blocks[1].c1.weight.detach()
-    bound = math.sqrt(6 / (256 * 9 * 2))
-    assert w.abs().max() <= bound
-    assert abs(float(w.std()) / (bound / math.sqrt(3)) - 1) < 0.02
-    assert float(w.mean()).__abs__() < 1e-3
-    assert all(float(m.bias.detach().abs().max()) == 0 for m in G.modules() if isinstance(m, nn.Conv2d))
+    G, D = task.models["G"], task.models["D"]
+    for m in (G.blocks[1].c1, G.blocks[0].c_sc, D.blocks[1].c1, D.blocks[0].c1):
+        w = lnn.raw_weight(m)
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
+        _assert_uniform(w, math.sqrt(6 / (fan_in + fan_out)), tol=0.02 if w.numel() > 1e4 else 0.2)
+    # PyTorch's own layers are the reference for the default bounds, 1/sqrt(fan_in)
+    ref = nn.Linear(128, 256 * 16)
+    assert float(ref.weight.abs().max()) == pytest.approx(1 / math.sqrt(128), rel=1e-3)  # ≈ 0.088
+    _assert_uniform(G.linear.weight, 1 / math.sqrt(128))
+    assert abs(float(G.linear.weight.std()) / float(ref.weight.std()) - 1) < 0.02
+    _assert_uniform(G.linear.bias, 1 / math.sqrt(128), tol=0.1)
+    _assert_uniform(lnn.raw_weight(D.linear), 1 / math.sqrt(128), tol=0.3)  # 128 values
+    ref_conv = nn.Conv2d(256, 256, 3)
+    c1_biases = torch.cat([blk.c1.bias for blk in G.blocks] + [blk.c2.bias for blk in G.blocks])
+    _assert_uniform(c1_biases, 1 / math.sqrt(256 * 9), tol=0.1)
+    assert abs(float(c1_biases.std()) / float(ref_conv.bias.std()) - 1) < 0.15
+    for m in (m for m in task.models.modules() if isinstance(m, nn.Conv2d)):
+        fan_in, _ = nn.init._calculate_fan_in_and_fan_out(lnn.raw_weight(m))
+        assert 0 < float(m.bias.abs().max()) <= 1 / math.sqrt(fan_in)
     gammas = torch.cat([m.weight.detach() for m in G.modules() if isinstance(m, nn.BatchNorm2d)])
     betas = torch.cat([m.bias.detach() for m in G.modules() if isinstance(m, nn.BatchNorm2d)])
     assert abs(float(gammas.mean()) - 1) < 0.003 and abs(float(gammas.std()) / 0.02 - 1) < 0.1
@@ -247,6 +311,10 @@ def test_cyclegan_init_distribution():
     assert w.shape == (256, 256, 3, 3)
     assert abs(float(w.std()) / 0.02 - 1) < 0.01 and abs(float(w.mean())) < 2e-4
     assert all(float(m.bias.detach().abs().max()) == 0 for m in task.models.modules() if lnn.is_masked(m))
+    # affine InstanceNorms: PyTorch's γ = 1, β = 0 (the official weights_init_normal skips them)
+    norms = [m for m in task.models.modules() if isinstance(m, nn.InstanceNorm2d) and m.affine]
+    assert len(norms) == 2 * (2 + 9 + 2) + 2 * 3
+    assert all(bool((m.weight == 1).all()) and bool((m.bias == 0).all()) for m in norms)
 
 
 @pytest.mark.parametrize("gan", ["sngan", "cyclegan"])
@@ -279,10 +347,16 @@ def test_init_weights_reseed_keeps_masks_and_refreshes_spectral_norm():
         assert bool((m.weight[~m.mask] == 0).all())
         assert 0.9 < _sn_ratio(m) <= 1 + 1e-5
     # the same seed reproduces the same weights
+    # the same seed reproduces the same weights and biases, whatever the global RNG, which
+    # it leaves untouched
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
     gans.init_weights(D, "sngan", seed=77)
+    assert torch.equal(torch.get_rng_state(), state)
     for k, v in snapshot(D).items():
-        if k.endswith("weight"):
-            assert torch.equal(v, after[k])
+        if k.endswith(("weight", "bias")):
+            assert torch.equal(v, after[k]), k
+    assert any(k.endswith("bias") and not torch.equal(before[k], after[k]) for k in before)
 
 
 # --------------------------------------------------------------------------- configs
@@ -319,6 +393,7 @@ def test_configs_and_presets():
     (lambda: gans.CycleGANConfig(resolution=16, d_layers=3), ValueError, "d_layers=3"),
     (lambda: gans.CycleGANConfig(resolution=18), ValueError, "resolution=18"),
     (lambda: gans.CycleGANConfig(decay_start=1.5), ValueError, "decay_start"),
+    (lambda: gans.CycleGANConfig(norm_affine="all"), ValueError, "norm_affine"),
 ])
 def test_bad_configs_raise_clear_errors(call, exc, text):
     with pytest.raises(exc, match=text):
@@ -357,8 +432,12 @@ def test_losses_match_references():
     ps, pt = torch.sigmoid(s.double()), torch.sigmoid(t.double())  # exact enough reference
     two_s = torch.stack([ps, 1 - ps], -1)
     two_t = torch.stack([pt, 1 - pt], -1)
-    ref = F.kl_div(two_s.log(), two_t, reduction="none").sum(-1).mean()
+    # the official scale: PyTorch 1.4's F.kl_div default ("mean") averages over all elements,
+    # the 2 classes included, i.e. half the per-output KL
+    ref = F.kl_div(two_s.log(), two_t, reduction="sum") / two_t.numel()
     torch.testing.assert_close(gans.kd_kl_loss(s, t).double(), ref, rtol=1e-5, atol=1e-6)
+    per_output = F.kl_div(two_s.log(), two_t, reduction="none").sum(-1).mean()
+    torch.testing.assert_close(gans.kd_kl_loss(s, t).double() * 2, per_output, rtol=1e-5, atol=1e-6)
     assert float(gans.kd_kl_loss(t, t)) == pytest.approx(0.0, abs=1e-7)
 
 
@@ -432,6 +511,29 @@ def test_step_trains_and_pruned_weights_stay_zero(gan):
         assert 0 < m.mask.float().mean() < 1
         assert bool((m.weight[~m.mask] == 0).all()), name
         assert torch.equal(m.mask, before[f"{name}.mask"])  # training never changes masks
+
+
+def test_cyclegan_lsgan_scores_each_image_by_its_mean_patch():
+    # officially D averages its patch map to one score per image before the MSE, for the
+    # D loss and for G's adversarial term alike
+    tr = _trainer("cyclegan", iterations=5)
+    b = tr.batch
+    outs = {"D_A": [], "D_B": []}
+    for k in outs:
+        tr.task.models[k].register_forward_hook(lambda mod, inp, out, k=k: outs[k].append(out.detach().double()))
+    log = tr.step()
+    (g_a, d_a), (g_b, d_b) = outs["D_A"], outs["D_B"]  # the G step's call, then the D step's
+    assert g_a.shape[-1] > 1 and d_a.shape[0] == 2 * b
+
+    def mse(out, target):
+        return float((out.mean(dim=(1, 2, 3)) - target).square().mean())
+
+    assert log["loss_g_gan"] == pytest.approx(mse(g_a, 1.0) + mse(g_b, 1.0), rel=1e-5)
+    assert log["loss_d_A"] == pytest.approx(0.5 * (mse(d_a[:b], 1.0) + mse(d_a[b:], 0.0)), rel=1e-5)
+    assert log["loss_d_B"] == pytest.approx(0.5 * (mse(d_b[:b], 1.0) + mse(d_b[b:], 0.0)), rel=1e-5)
+    per_patch = 0.5 * (float((d_a[:b] - 1).square().mean()) + float(d_a[b:].square().mean()))
+    assert abs(per_patch - log["loss_d_A"]) > 1e-3 * per_patch  # not the MSE over every patch
+    torch.testing.assert_close(cg.image_scores(d_a), F.avg_pool2d(d_a, d_a.shape[2:]).view(-1))
 
 
 def test_sngan_iterations_default_to_config():
@@ -571,6 +673,56 @@ def test_reset_after_rewind(gan):
 
 
 @pytest.mark.parametrize("gan", ["sngan", "cyclegan"])
+def test_reset_for_late_rewinding_trains_from_k_to_t_on_the_dense_schedule(gan):
+    T, K = 8, 5
+    cfg = tiny(gan, decay_start=0.5)  # an LR that changes over the run
+
+    def lrs(tr):
+        return {n: o.param_groups[0]["lr"] for n, o in tr.optimizers.items()}
+
+    dense = _trainer(gan, config=cfg, iterations=T)
+    dense_lrs = []
+    for _ in range(T):
+        dense_lrs.append(lrs(dense))
+        dense.step()
+    assert dense_lrs[K]["G"] < dense_lrs[0]["G"]
+
+    tr = _trainer(gan, config=cfg, iterations=T)
+    for _ in range(3):
+        tr.step()
+    old = dict(tr.optimizers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no scheduler-order or deprecation warnings
+        tr.reset(start_iteration=K)
+        assert tr.iteration == K
+        for name, opt in tr.optimizers.items():  # fresh, as officially
+            assert opt is not old[name] and len(opt.state) == 0
+        seen, logged = [], []
+        while tr.iteration < tr.iterations:
+            seen.append(lrs(tr))
+            logged.append(tr.step()["lr"])
+    assert tr.iteration == T and len(seen) == T - K
+    for got, want in zip(seen, dense_lrs[K:]):
+        assert got == pytest.approx(want)
+    assert logged == pytest.approx([d["G"] for d in dense_lrs[K:]])
+    assert tr.train() == {}  # the round is over
+
+    # a late round resumes like any other
+    again = _trainer(gan, config=cfg, iterations=T)
+    again.reset(start_iteration=K)
+    again.step()
+    resumed = _trainer(gan, config=cfg, iterations=T, seed=3)
+    resumed.load_state_dict(roundtrip(again.state_dict()))
+    assert resumed.iteration == K + 1 and lrs(resumed) == pytest.approx(dense_lrs[K + 1])
+    # and reset() with no argument is still a round from 0
+    tr.reset()
+    assert tr.iteration == 0 and lrs(tr) == pytest.approx(dense_lrs[0])
+    for bad in (T, T + 1, -1, 1.5):
+        with pytest.raises(ValueError, match="start_iteration"):
+            tr.reset(start_iteration=bad)
+
+
+@pytest.mark.parametrize("gan", ["sngan", "cyclegan"])
 def test_nan_raises_training_diverged_naming_the_iteration(gan):
     tr = _trainer(gan)
     tr.step()
@@ -671,3 +823,19 @@ def test_cyclegan_eval_pairs():
     assert capped[0].fake.shape[0] == capped[1].fake.shape[0] == 4
     assert torch.equal(capped[0].fake, a2b.fake[:4])
     assert tr.task.models["G_AB"].training
+
+
+def test_config_from_dict_reads_configs_saved_before_a_field_existed():
+    """A CycleGAN config saved before norm_affine existed describes the non-affine model it was
+    trained as, so its weights load into the model rebuilt from it."""
+    old = dataclasses.asdict(gans.default_config("cyclegan", "tiny"))
+    old.pop("norm_affine")
+    old["betas"] = list(old["betas"])  # as read back from JSON
+    cfg = gans.config_from_dict("cyclegan", old)
+    assert cfg.norm_affine == "none" and cfg.betas == (0.5, 0.999)
+    saved = gans.build("cyclegan", dataclasses.replace(cfg), seed=3).models.state_dict()
+    gans.build("cyclegan", gans.config_from_dict("cyclegan", old), seed=0).models.load_state_dict(saved)
+    with pytest.raises(RuntimeError):  # the current default (official affine norms) does not fit them
+        gans.build("cyclegan", "tiny").models.load_state_dict(saved)
+    with pytest.raises(ValueError, match="unknown CycleGANConfig field"):
+        gans.config_from_dict("cyclegan", dict(old, colour=1))

@@ -103,13 +103,16 @@ def lsgan_loss(out: Tensor, target: float) -> Tensor:
 
 
 def kd_kl_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-    """Mean KL(teacher || student) between the 2-class distributions [σ(l), 1 - σ(l)] of
-    each discriminator output, computed stably from the logits."""
+    """KL(teacher || student) between the 2-class distributions [σ(l), 1 - σ(l)] of each
+    discriminator output, computed stably from the logits, at the official scale: the
+    official ``F.kl_div(log p_s, p_t)`` (GAN-LTH ``SNGAN/functions.py`` ``train_kd``, PyTorch
+    1.4's default mean reduction) averages over all 2·N elements, so this is half the
+    per-output mean KL."""
     t = teacher_logits.float()
     s = student_logits.float()
     pt = torch.sigmoid(t)
     kl = pt * (F.logsigmoid(t) - F.logsigmoid(s)) + (1.0 - pt) * (F.logsigmoid(-t) - F.logsigmoid(-s))
-    return kl.mean()
+    return 0.5 * kl.mean()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -412,13 +415,24 @@ class Trainer:
                 callback(self.iteration, last)
         return last
 
-    def reset(self) -> None:
-        """After a rewind: fresh optimizers and schedulers, EMA := current G, history buffers
-        emptied, iteration 0. Under DDP the models are re-broadcast from rank 0."""
+    def reset(self, start_iteration: int = 0) -> None:
+        """After a rewind: fresh optimizers (no Adam state), EMA := current G, history buffers
+        emptied, iteration ``start_iteration``. Under DDP the models are re-broadcast from rank 0.
+
+        Late rewinding (weights rewound to those of iteration K): ``reset(start_iteration=K)``
+        makes the round train from K to ``iterations`` with the LR schedule at K, as the
+        official ``train_late_rewind_impg.py`` (``start_epoch = rewind_checkpoint['epoch']``,
+        fresh optimizers: its load of the saved optimizer state is commented out)."""
+        k = _check_positive_int("start_iteration", start_iteration, minimum=0)
+        if k >= self.iterations:
+            raise ValueError(f"start_iteration must be below iterations={self.iterations}, got {k}")
         if self.distributed:
             _dist.broadcast_module_(self.task.models)
-        self.iteration = 0
+        self.iteration = k
         self._fresh_optimizers()
+        if k:  # the same schedules, restarted at K: the LR a run from 0 has at iteration K
+            self.schedulers = {n: torch.optim.lr_scheduler.LambdaLR(s.optimizer, s.lr_lambdas, last_epoch=k - 1)
+                               for n, s in self.schedulers.items()}
         self._reset_extra()
 
     def state_dict(self) -> dict:

@@ -1,11 +1,14 @@
 """CycleGAN (Zhu et al. 2017) as used by the paper for horse2zebra: two ResNet generators
 (A→B and B→A) with InstanceNorm and transposed-conv upsampling, two 70×70 PatchGAN
-discriminators, least-squares GAN loss, cycle ×10, identity ×5, a history buffer of 50
-fakes and an LR that decays linearly to 0 over the second half of training.
+discriminators, least-squares GAN loss on per-image scores (each patch map's mean), cycle
+×10, identity ×5, a history buffer of 50 fakes and an LR that decays linearly to 0 over
+the second half of training.
 
-At the paper configuration (256×256, 64 filters, 9 blocks) each generator has 11,378,179
-parameters (PAPER.md: 11.38 M) and each PatchGAN 2,764,737. Every conv and transposed
-conv is an ``lthgan.nn`` masked layer.
+At the paper configuration (256×256, 64 filters, 9 blocks) each generator has 11,383,555
+parameters (PAPER.md: 11.38 M) and each PatchGAN 2,766,529, the official code's counts
+(``norm_affine="official"``; 11,378,179 and 2,764,737 with ``"none"``); either way
+11,372,928 of G's are prunable conv weights. Every conv and transposed conv is an
+``lthgan.nn`` masked layer.
 
 ``D_A`` judges domain-A images (real A against ``G_BA``'s fakes), ``D_B`` domain B.
 """
@@ -37,8 +40,10 @@ from .base import (
 )
 from .family import Family, UnpairedData, single_batch_override
 
+NORM_AFFINE = ("official", "none")
+
 __all__ = ["CycleGANConfig", "ResnetGenerator", "PatchDiscriminator", "HistoryBuffer",
-           "CycleGANTrainer", "FAMILY"]
+           "CycleGANTrainer", "FAMILY", "image_scores"]
 
 
 @dataclass
@@ -49,7 +54,14 @@ class CycleGANConfig:
     constant for the first ``decay_start`` share of the iterations and then decays linearly
     to 0. ``batch`` is global: under DDP each of N processes draws batch / N. ``ema`` > 0
     evaluates exponential moving averages of the generators (decay ``ema`` per iteration)
-    instead of the generators themselves; 0 (the paper) evaluates the trained generators."""
+    instead of the generators themselves; 0 (the paper) evaluates the trained generators.
+
+    ``norm_affine``: which InstanceNorms learn a scale and shift. "official" (the paper): as
+    the official code's default ``--upsample transconv`` models (VITA-Group/GAN-LTH,
+    ``CycleGAN/models.py``: ``Generator``, ``Discriminator``): in G the norms after the
+    first conv, the first down conv, each residual block's first conv and both up convs;
+    not after the second down conv nor after a residual block's second conv. In D every
+    norm. "none": no affine norm anywhere (lthgan before issue 12)."""
 
     resolution: int = 256
     channels: int = 3
@@ -66,6 +78,7 @@ class CycleGANConfig:
     iterations: int = 266_800
     decay_start: float = 0.5
     ema: float = 0.0
+    norm_affine: str = "official"
 
     def __post_init__(self):
         for name in ("resolution", "channels", "g_filters", "d_filters", "n_blocks", "d_layers",
@@ -86,6 +99,7 @@ class CycleGANConfig:
         _check_float("decay_start", self.decay_start, 0.0, 1.0)
         _check_float("ema", self.ema, 0.0, 1.0, hi_open=True)
         self.betas = _check_betas("betas", self.betas)
+        _affine(self.norm_affine)
 
 
 def patch_output_size(resolution: int, d_layers: int) -> int:
@@ -94,6 +108,10 @@ def patch_output_size(resolution: int, d_layers: int) -> int:
     for _ in range(d_layers):
         s = (s + 2 - 4) // 2 + 1
     return s - 2
+
+
+# every preset keeps the paper's norm_affine="official", the official models: no measurement
+# argues for another choice (the quick figures below predate it, issue 12)
 
 
 def _paper() -> CycleGANConfig:
@@ -121,15 +139,24 @@ def _tiny() -> CycleGANConfig:
 # --------------------------------------------------------------------------- models
 
 
-def _norm(c: int) -> nn.Module:
-    return nn.InstanceNorm2d(c, affine=False, track_running_stats=False)
+def _norm(c: int, affine: bool = False) -> nn.Module:
+    return nn.InstanceNorm2d(c, affine=affine, track_running_stats=False)
+
+
+def _affine(norm_affine: str) -> bool:
+    if norm_affine not in NORM_AFFINE:
+        raise ValueError(f"norm_affine must be one of {', '.join(NORM_AFFINE)}, got {norm_affine!r}")
+    return norm_affine == "official"
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, c: int):
+    """Two reflect-pad conv3 + InstanceNorm, ReLU between, identity shortcut; ``affine``
+    gives the first norm a scale and shift (the second never has one, as officially)."""
+
+    def __init__(self, c: int, affine: bool = True):
         super().__init__()
         self.body = nn.Sequential(
-            nn.ReflectionPad2d(1), lnn.MaskedConv2d(c, c, 3), _norm(c), nn.ReLU(True),
+            nn.ReflectionPad2d(1), lnn.MaskedConv2d(c, c, 3), _norm(c, affine), nn.ReLU(True),
             nn.ReflectionPad2d(1), lnn.MaskedConv2d(c, c, 3), _norm(c),
         )
 
@@ -139,20 +166,25 @@ class ResnetBlock(nn.Module):
 
 class ResnetGenerator(nn.Module):
     """Reflect-pad conv7, two stride-2 conv3 downs, ``n_blocks`` residual blocks, two
-    stride-2 ConvTranspose2d ups, reflect-pad conv7, tanh; InstanceNorm throughout."""
+    stride-2 ConvTranspose2d ups, reflect-pad conv7, tanh; InstanceNorm throughout, affine
+    where :class:`CycleGANConfig`'s ``norm_affine`` says."""
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, filters: int = 64, n_blocks: int = 9):
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, filters: int = 64, n_blocks: int = 9,
+                 norm_affine: str = "official"):
         super().__init__()
         f = filters
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), lnn.MaskedConv2d(in_channels, f, 7), _norm(f), nn.ReLU(True)]
+        a = _affine(norm_affine)
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), lnn.MaskedConv2d(in_channels, f, 7), _norm(f, a), nn.ReLU(True)]
         for i in range(2):
             m = 2 ** i
-            layers += [lnn.MaskedConv2d(f * m, f * m * 2, 3, stride=2, padding=1), _norm(f * m * 2), nn.ReLU(True)]
-        layers += [ResnetBlock(f * 4) for _ in range(n_blocks)]
+            # officially the first down conv's norm is affine, the second's not
+            layers += [lnn.MaskedConv2d(f * m, f * m * 2, 3, stride=2, padding=1), _norm(f * m * 2, a and i == 0),
+                       nn.ReLU(True)]
+        layers += [ResnetBlock(f * 4, a) for _ in range(n_blocks)]
         for i in range(2):
             m = 2 ** (2 - i)
             layers += [lnn.MaskedConvTranspose2d(f * m, f * m // 2, 3, stride=2, padding=1, output_padding=1),
-                       _norm(f * m // 2), nn.ReLU(True)]
+                       _norm(f * m // 2, a), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), lnn.MaskedConv2d(f, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
@@ -163,18 +195,20 @@ class ResnetGenerator(nn.Module):
 class PatchDiscriminator(nn.Module):
     """PatchGAN: k4 s2 conv + LReLU(0.2); ``d_layers - 1`` more k4 s2 convs and one k4 s1
     conv, each with InstanceNorm + LReLU (widths doubling, capped at 8× filters); a final
-    k4 s1 conv to one channel. ``d_layers=3`` is the 70×70 PatchGAN."""
+    k4 s1 conv to one channel. ``d_layers=3`` is the 70×70 PatchGAN. Its output is the
+    patch map; the LSGAN loss averages it per image (:func:`image_scores`)."""
 
-    def __init__(self, in_channels: int = 3, filters: int = 64, d_layers: int = 3):
+    def __init__(self, in_channels: int = 3, filters: int = 64, d_layers: int = 3, norm_affine: str = "official"):
         super().__init__()
         f = filters
+        a = _affine(norm_affine)
         layers: list[nn.Module] = [lnn.MaskedConv2d(in_channels, f, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         mult = 1
         for n in range(1, d_layers):
             prev, mult = mult, min(2 ** n, 8)
-            layers += [lnn.MaskedConv2d(f * prev, f * mult, 4, 2, 1), _norm(f * mult), nn.LeakyReLU(0.2, True)]
+            layers += [lnn.MaskedConv2d(f * prev, f * mult, 4, 2, 1), _norm(f * mult, a), nn.LeakyReLU(0.2, True)]
         prev, mult = mult, min(2 ** d_layers, 8)
-        layers += [lnn.MaskedConv2d(f * prev, f * mult, 4, 1, 1), _norm(f * mult), nn.LeakyReLU(0.2, True)]
+        layers += [lnn.MaskedConv2d(f * prev, f * mult, 4, 1, 1), _norm(f * mult, a), nn.LeakyReLU(0.2, True)]
         layers += [lnn.MaskedConv2d(f * mult, 1, 4, 1, 1)]
         self.model = nn.Sequential(*layers)
 
@@ -182,11 +216,18 @@ class PatchDiscriminator(nn.Module):
         return self.model(x)
 
 
+def image_scores(patch_map: Tensor) -> Tensor:
+    """One score per image: the mean of a PatchGAN's output map (the official
+    ``Discriminator.forward``'s ``avg_pool2d`` over the whole map)."""
+    return patch_map.flatten(1).mean(1)
+
+
 @torch.no_grad()
 def init_weights(module: nn.Module, seed: int) -> None:
-    """N(0, 0.02) on conv, transposed-conv and linear weights, zero biases; norm layers
-    with an affine part get γ ~ N(1, 0.02), β = 0. Drawn in ``named_modules`` order from a
-    CPU generator seeded with ``seed``; pruned entries stay zero."""
+    """N(0, 0.02) on conv, transposed-conv and linear weights, zero biases; affine
+    InstanceNorms get γ = 1, β = 0 (the official ``weights_init_normal`` leaves them at
+    PyTorch's defaults), BatchNorms γ ~ N(1, 0.02), β = 0. Drawn in ``named_modules`` order
+    from a CPU generator seeded with ``seed``; pruned entries stay zero."""
     g = torch.Generator().manual_seed(seed)
     for _, m in module.named_modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
@@ -196,7 +237,11 @@ def init_weights(module: nn.Module, seed: int) -> None:
                 w.mul_(m.mask)
             if m.bias is not None:
                 m.bias.zero_()
-        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
+        elif isinstance(m, nn.modules.instancenorm._InstanceNorm):
+            if m.weight is not None:
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             if m.weight is not None:
                 m.weight.copy_(torch.empty(m.weight.shape).normal_(1.0, 0.02, generator=g))
                 m.bias.zero_()
@@ -205,10 +250,10 @@ def init_weights(module: nn.Module, seed: int) -> None:
 def build(config: CycleGANConfig, seed: int) -> GANTask:
     c = config.channels
     models = nn.ModuleDict({
-        "G_AB": ResnetGenerator(c, c, config.g_filters, config.n_blocks),
-        "G_BA": ResnetGenerator(c, c, config.g_filters, config.n_blocks),
-        "D_A": PatchDiscriminator(c, config.d_filters, config.d_layers),
-        "D_B": PatchDiscriminator(c, config.d_filters, config.d_layers),
+        "G_AB": ResnetGenerator(c, c, config.g_filters, config.n_blocks, config.norm_affine),
+        "G_BA": ResnetGenerator(c, c, config.g_filters, config.n_blocks, config.norm_affine),
+        "D_A": PatchDiscriminator(c, config.d_filters, config.d_layers, config.norm_affine),
+        "D_B": PatchDiscriminator(c, config.d_filters, config.d_layers, config.norm_affine),
     })
     init_weights(models, seed)
     return GANTask("cyclegan", config, models, ("G_AB", "G_BA"), ("D_A", "D_B"))
@@ -332,7 +377,8 @@ class CycleGANTrainer(Trainer):
                 rec_B = G_AB(fake_A)
                 pred_B = m["D_B"](fake_B)
                 pred_A = m["D_A"](fake_A)
-            loss_gan = lsgan_loss(pred_B.float(), 1.0) + lsgan_loss(pred_A.float(), 1.0)
+            # as officially, the MSE is over one score per image (the patch map's mean)
+            loss_gan = lsgan_loss(image_scores(pred_B.float()), 1.0) + lsgan_loss(image_scores(pred_A.float()), 1.0)
             loss_cyc = F.l1_loss(rec_A.float(), real_A) + F.l1_loss(rec_B.float(), real_B)
             loss_g = loss_gan + cfg.cycle_weight * loss_cyc
             losses = {"loss_g_gan": loss_gan, "loss_cycle": loss_cyc}
@@ -358,8 +404,9 @@ class CycleGANTrainer(Trainer):
         with self._autocast():
             oa = D_A(xa).float()
             ob = D_B(xb).float()
-        loss_da = 0.5 * (lsgan_loss(oa[:b], 1.0) + lsgan_loss(oa[b:], 0.0))
-        loss_db = 0.5 * (lsgan_loss(ob[:b], 1.0) + lsgan_loss(ob[b:], 0.0))
+        sa, sb = image_scores(oa), image_scores(ob)
+        loss_da = 0.5 * (lsgan_loss(sa[:b], 1.0) + lsgan_loss(sa[b:], 0.0))
+        loss_db = 0.5 * (lsgan_loss(sb[:b], 1.0) + lsgan_loss(sb[b:], 0.0))
         loss_d = loss_da + loss_db
         losses["loss_d_A"] = loss_da
         losses["loss_d_B"] = loss_db
@@ -477,4 +524,5 @@ FAMILY = Family(
     eval_samples={"tiny": 64, "quick": None, "paper": None},  # None: every test image
     eval_split="test",  # the test images of each domain are translated
     directions=("A2B", "B2A"),
+    legacy={"norm_affine": "none"},  # models saved before norm_affine existed had no affine norm
 )

@@ -120,6 +120,9 @@ class Family:
     eval_samples: Mapping[str, int | None] = field(default_factory=dict)
     eval_split: str = "train"
     directions: tuple[str, ...] = ("G",)
+    #: values of config fields added after models were saved without them (what those old
+    #: models were), used by :func:`config_from_dict` when a stored config lacks the field
+    legacy: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         missing = [p for p in PRESETS if p not in self.presets]
@@ -179,14 +182,16 @@ def default_config(gan: str, preset: str):
 
 def config_from_dict(gan: str, values: Mapping):
     """``gan``'s config from a dict of its fields (e.g. read back from JSON: lists become the
-    tuples the dataclass declares). :class:`ValueError` on unknown or bad fields."""
-    cls = family(gan).config_class
+    tuples the dataclass declares; fields the dict lacks take the family's ``legacy`` values,
+    then the dataclass defaults). :class:`ValueError` on unknown or bad fields."""
+    fam = family(gan)
+    cls = fam.config_class
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; expected some of {sorted(known)}")
     d = {k: (tuple(v) if isinstance(v, list) and isinstance(known[k].default, tuple) else v)
-         for k, v in values.items()}
+         for k, v in {**fam.legacy, **values}.items()}
     try:
         return cls(**d)
     except TypeError as e:

@@ -208,10 +208,18 @@ def _weight(m: nn.Module) -> Tensor:
     return lnn.raw_weight(m)
 
 
+def _uniform(shape, bound: float, g: torch.Generator) -> Tensor:
+    return torch.empty(shape, dtype=torch.float32).uniform_(-bound, bound, generator=g)
+
+
 @torch.no_grad()
 def init_weights(module: nn.Module, seed: int) -> None:
-    """Xavier-uniform (gain 1) on conv and linear weights, zero biases, BN γ ~ N(1, 0.02)
-    and β = 0, drawn in ``named_modules`` order from a CPU generator seeded with ``seed``."""
+    """The official init (GAN-LTH ``SNGAN/generate_initial_weights.py``, ``weights_init``
+    with ``--init_type xavier_uniform``, on top of PyTorch's layer defaults): Xavier-uniform
+    (gain 1) on conv weights only; conv biases and Linear weights and biases keep PyTorch's
+    defaults, U(±1/√fan_in); BN γ ~ N(1, 0.02), β = 0, running stats reset. Drawn in
+    ``named_modules`` order (a layer's weight, then its bias) from a CPU generator seeded
+    with ``seed``, so the global RNG is neither used nor touched; pruned entries stay zero."""
     g = torch.Generator().manual_seed(seed)
     touched_sn = []
     for _, m in module.named_modules():
@@ -219,13 +227,13 @@ def init_weights(module: nn.Module, seed: int) -> None:
             w = _weight(m)
             fan_out, fan_in = w.shape[0], w.shape[1]
             rf = w[0, 0].numel() if w.dim() > 2 else 1
-            bound = math.sqrt(6.0 / (fan_in * rf + fan_out * rf))
-            new = torch.empty(w.shape, dtype=torch.float32).uniform_(-bound, bound, generator=g)
-            w.copy_(new)
+            default = 1.0 / math.sqrt(fan_in * rf)  # PyTorch's kaiming_uniform_(a=√5) bound
+            xavier = math.sqrt(6.0 / (fan_in * rf + fan_out * rf))
+            w.copy_(_uniform(w.shape, xavier if isinstance(m, nn.Conv2d) else default, g))
             if lnn.is_masked(m):
                 w.mul_(m.mask)
             if m.bias is not None:
-                m.bias.zero_()
+                m.bias.copy_(_uniform(m.bias.shape, default, g))
             if _has_spectral_norm(m):
                 touched_sn.append(m)
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):

@@ -90,8 +90,9 @@ class SearchConfig:
         "init", "Rewind point: init (θ0), iter:K (weights after K dense iterations) or frac:F "
         "(after the share F of the dense run): late rewinding.", role=VARIANT, dense=True,
         commands=TRAIN, metavar="init|iter:K|frac:F")
-    kd_d: bool = setting(False, "Distil D from the dense trained D (KL between 2-class sigmoid "
-                         "outputs).", role=VARIANT, flag="--kd-d/--no-kd-d")
+    kd_d: bool = setting(False, "Distil D from the dense trained D: KL between the 2-class "
+                         "sigmoid outputs, at the official code's scale (the mean over both classes, "
+                         "half the per-output KL).", role=VARIANT, flag="--kd-d/--no-kd-d")
     kd_weight: float = setting(1.0, "Weight of the distillation loss.", role=VARIANT, kind="nonneg")
     layers: str = setting("conv", "Prunable layers: conv (Conv2d and ConvTranspose2d weights, as in "
                           "the paper) or conv+linear.", role=VARIANT, masks=True, choices=LAYERS)
