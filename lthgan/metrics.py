@@ -405,6 +405,7 @@ def evaluate(
     ``"2048"`` for Inception; Inception also offers ``"64"``, ``"192"``, ``"768"``). Results with
     different layers are not comparable, and :func:`check_comparable` says so.
     """
+    # over 60 lines only by its docstring and the record it returns: the steps are short
     if extractor not in EXTRACTORS:
         raise MetricsError(f"unknown extractor {extractor!r}; choose one of {EXTRACTORS}")
     if extractor != "inception" and inception_weights is not None:
@@ -415,34 +416,10 @@ def evaluate(
         raise MetricsError(f"FID needs at least 2 images on each side, got {n_fake} fake and {n_real} real")
     fake_u8, real_u8 = _to_uint8(fake, "fake images"), _to_uint8(real, "real images")
 
-    if extractor == "digits":
-        register_with_torch_fidelity()
-        weights_path = DIGITS_WEIGHTS
-        _read_digits_state(weights_path)  # a clear error before torch-fidelity starts
-        layers = {"fid": DIGITS_FEATURE, "isc": DIGITS_LOGITS}
-        default_batch = 500
-    else:
-        weights_path = check_inception_weights(inception_weights)
-        layers = {"fid": "2048", "isc": "logits_unbiased"}
-        default_batch = 64
-    if feature_layer is not None:
-        allowed = (DIGITS_FEATURE,) if extractor == "digits" else ("64", "192", "768", "2048")
-        if feature_layer not in allowed:
-            raise MetricsError(f"feature_layer {feature_layer!r} is not one of {extractor}'s FID layers {allowed}")
-        layers["fid"] = feature_layer
+    weights_path, layers, default_batch = _extractor(extractor, inception_weights, feature_layer)
     batch_size = _positive_int(batch_size if batch_size is not None else default_batch, "batch_size")
-    kid_subsets = _positive_int(kid_subsets, "kid_subsets")
-    splits = min(ISC_SPLITS, n_fake) if isc_splits is None else _positive_int(isc_splits, "isc_splits")
-    if isc and splits > n_fake:
-        raise MetricsError(f"isc_splits={splits} exceeds the {n_fake} fake images")
-    if kid_subset_size is None:
-        # at most half the smaller set: subsets as large as the set would all be the whole set,
-        # and KID's spread over them would read 0
-        kid_subset_size = min(KID_SUBSET_SIZE, max(2, min(n_fake, n_real) // 2))
-    kid_subset_size = _positive_int(kid_subset_size, "kid_subset_size")
-    if kid and (kid_subset_size < 2 or kid_subset_size > min(n_fake, n_real)):
-        raise MetricsError(f"kid_subset_size must lie in [2, {min(n_fake, n_real)}] (the smaller set's size), "
-                           f"got {kid_subset_size}")
+    splits, kid_subsets, kid_subset_size = _subsets(n_fake, n_real, isc, kid, isc_splits, kid_subsets,
+                                                    kid_subset_size)
 
     kwargs: dict[str, Any] = dict(
         input1=_Uint8Images(fake_u8), input2=_Uint8Images(real_u8),
@@ -480,6 +457,43 @@ def evaluate(
         "isc_splits": splits if isc else None,
         "resolution": int(fake_u8.shape[-1]),
     }
+
+
+def _subsets(n_fake: int, n_real: int, isc: bool, kid: bool, isc_splits, kid_subsets, kid_subset_size):
+    """IS splits and KID subsets for sets of ``n_fake`` and ``n_real`` images, checked."""
+    kid_subsets = _positive_int(kid_subsets, "kid_subsets")
+    splits = min(ISC_SPLITS, n_fake) if isc_splits is None else _positive_int(isc_splits, "isc_splits")
+    if isc and splits > n_fake:
+        raise MetricsError(f"isc_splits={splits} exceeds the {n_fake} fake images")
+    if kid_subset_size is None:
+        # at most half the smaller set: subsets as large as the set would all be the whole set,
+        # and KID's spread over them would read 0
+        kid_subset_size = min(KID_SUBSET_SIZE, max(2, min(n_fake, n_real) // 2))
+    kid_subset_size = _positive_int(kid_subset_size, "kid_subset_size")
+    if kid and (kid_subset_size < 2 or kid_subset_size > min(n_fake, n_real)):
+        raise MetricsError(f"kid_subset_size must lie in [2, {min(n_fake, n_real)}] (the smaller set's size), "
+                           f"got {kid_subset_size}")
+    return splits, kid_subsets, kid_subset_size
+
+
+def _extractor(extractor: str, inception_weights, feature_layer) -> tuple[Path, dict[str, str], int]:
+    """The weights file, the FID/KID and IS layers, and the default batch of ``extractor``."""
+    if extractor == "digits":
+        register_with_torch_fidelity()
+        weights_path = DIGITS_WEIGHTS
+        _read_digits_state(weights_path)  # a clear error before torch-fidelity starts
+        layers = {"fid": DIGITS_FEATURE, "isc": DIGITS_LOGITS}
+        default_batch = 500
+    else:
+        weights_path = check_inception_weights(inception_weights)
+        layers = {"fid": "2048", "isc": "logits_unbiased"}
+        default_batch = 64
+    if feature_layer is not None:
+        allowed = (DIGITS_FEATURE,) if extractor == "digits" else ("64", "192", "768", "2048")
+        if feature_layer not in allowed:
+            raise MetricsError(f"feature_layer {feature_layer!r} is not one of {extractor}'s FID layers {allowed}")
+        layers["fid"] = feature_layer
+    return Path(weights_path), layers, default_batch
 
 
 def _calculate(kwargs: dict[str, Any], dev: torch.device) -> dict[str, Any]:

@@ -394,19 +394,19 @@ def profile_gan(gan: str, *, preset: str = "quick", device: str | torch.device =
 def _load_factory(spec: str):
     """``module:attr`` or ``path/to/file.py:attr`` → (callable, module)."""
     if not isinstance(spec, str) or ":" not in spec:
-        raise ProfileError(f"--model must look like 'module:factory' or 'path/file.py:factory', "
+        raise ProfileError(f"a model factory must look like 'module:factory' or 'path/file.py:factory', "
                            f"got {spec!r}")
     mod_name, _, attr = spec.rpartition(":")
     if not mod_name or not attr:
-        raise ProfileError(f"--model must look like 'module:factory', got {spec!r}")
+        raise ProfileError(f"a model factory must look like 'module:factory', got {spec!r}")
     if mod_name.endswith(".py") or "/" in mod_name:
         path = Path(mod_name)
         if not path.is_file():
-            raise ProfileError(f"--model {spec!r}: no such file {str(path)!r}")
+            raise ProfileError(f"model factory {spec!r}: no such file {str(path)!r}")
         name = f"_lthgan_profile_{abs(hash(str(path.resolve())))}"
         mspec = importlib.util.spec_from_file_location(name, path)
         if mspec is None or mspec.loader is None:
-            raise ProfileError(f"--model {spec!r}: cannot import {str(path)!r}")
+            raise ProfileError(f"model factory {spec!r}: cannot import {str(path)!r}")
         module = importlib.util.module_from_spec(mspec)
         sys.modules[name] = module
         mspec.loader.exec_module(module)
@@ -414,14 +414,14 @@ def _load_factory(spec: str):
         try:
             module = importlib.import_module(mod_name)
         except ImportError as e:
-            raise ProfileError(f"--model {spec!r}: cannot import module {mod_name!r}: {e}") from e
+            raise ProfileError(f"model factory {spec!r}: cannot import module {mod_name!r}: {e}") from e
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ProfileError(f"--model {spec!r}: {mod_name!r} has no attribute {attr!r}")
+            raise ProfileError(f"model factory {spec!r}: {mod_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ProfileError(f"--model {spec!r}: {attr!r} is a {type(obj).__name__}, not a callable "
+        raise ProfileError(f"model factory {spec!r}: {attr!r} is a {type(obj).__name__}, not a callable "
                            "factory")
     return obj, module
 
@@ -496,7 +496,7 @@ def profile_model(spec: str, *, device: str | torch.device = "cpu", sparsity: fl
         if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], nn.Module):
             out, example = out
         if not isinstance(out, nn.Module):
-            raise ProfileError(f"--model {spec!r}: the factory returned a {type(out).__name__}; "
+            raise ProfileError(f"model factory {spec!r}: the factory returned a {type(out).__name__}; "
                                "expected an nn.Module or (nn.Module, example_input)")
         return out, example
 
@@ -517,7 +517,7 @@ def profile_model(spec: str, *, device: str | torch.device = "cpu", sparsity: fl
         model, _ = call_factory()
         model = masked(model.to(dev), types=types)
         if not masked_modules(model):
-            raise ProfileError(f"--model {spec!r}: the model has no layer of the types "
+            raise ProfileError(f"model factory {spec!r}: the model has no layer of the types "
                                f"{layer_types!r} to prune")
         model.train()
         return model, [model]

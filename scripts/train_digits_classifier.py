@@ -28,7 +28,7 @@ try:
 except ModuleNotFoundError:  # run from a source checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lthgan import data
+from lthgan import data, digits
 from lthgan._io import atomic_write_bytes
 from lthgan.metrics import DIGITS_WEIGHTS, DigitsClassifier
 
@@ -50,7 +50,7 @@ def fixed_training_set() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torc
 def fresh_backgrounds(train_idx: torch.Tensor, k: int) -> torch.Tensor:
     """The training digits blended over new photo patches (blend seed 1000 + k; train digits only,
     so the test digits are never seen)."""
-    return data._digits_m_all.__wrapped__(RESOLUTION, 1000 + k)[train_idx]
+    return digits.digits_m_all.__wrapped__(RESOLUTION, 1000 + k)[train_idx]
 
 
 def shift(x: torch.Tensor, max_shift: int, g: torch.Generator) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from lthgan import data
+from lthgan import data, digits
 from lthgan.data import DataError, ImageSet
 
 
@@ -91,7 +91,7 @@ def test_digits_m_blends_digit_over_colour_patch():
 
 def test_digits_m_same_digit_same_image_across_splits():
     tr = data.load("digits-m", "train", seed=2)
-    full = data._digits_m_all(32, 2)
+    full = digits.digits_m_all(32, 2)
     assert torch.equal(tr.images, full[tr.source_index])
 
 
@@ -240,7 +240,7 @@ def test_cifar10_and_stl10_missing_root(tmp_path):
     assert "download" in str(e.value)
     with pytest.raises(DataError) as e:
         data.load("cifar10", root=tmp_path)
-    assert str(tmp_path / "cifar-10-batches-py") in str(e.value) and "--download" in str(e.value)
+    assert str(tmp_path / "cifar-10-batches-py") in str(e.value) and "download=True" in str(e.value)
     with pytest.raises(DataError, match="stl10_binary"):
         data.load("stl10", split="unlabeled", root=tmp_path)
     with pytest.raises(DataError, match="unlabeled"):

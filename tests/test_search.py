@@ -459,7 +459,7 @@ def test_resolve_defaults_and_schedule():
     (dict(d_init="best"), "unknown d_init 'best'"),
     (dict(rewind="iter:x"), "rewind must be init, iter:K"),
     (dict(rewind="frac:1.5"), "rewind must be init"),
-    (dict(method="no-rewind", d_init="trained"), "no effect with --method no-rewind"),
+    (dict(method="no-rewind", d_init="trained"), "d_init trained has no effect with method no-rewind"),
     (dict(masks_from="x"), "masks_from applies to methods that reuse another run's masks"),
     (dict(iterations=0), "iterations must be an integer >= 1, got 0"),
     (dict(eval_samples=1), "eval_samples must be an integer >= 2, got 1"),

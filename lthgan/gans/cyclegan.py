@@ -5,7 +5,7 @@ discriminators, least-squares GAN loss on per-image scores (each patch map's mea
 the second half of training.
 
 At the paper configuration (256×256, 64 filters, 9 blocks) each generator has 11,383,555
-parameters (PAPER.md: 11.38 M) and each PatchGAN 2,766,529, the official code's counts
+parameters (the paper: 11.38 M) and each PatchGAN 2,766,529, the official code's counts
 (``norm_affine="official"``; 11,378,179 and 2,764,737 with ``"none"``); either way
 11,372,928 of G's are prunable conv weights. Every conv and transposed conv is an
 ``lthgan.nn`` masked layer.
@@ -354,16 +354,20 @@ class CycleGANTrainer(Trainer):
                 "D": (self._d_params, cfg.lr, cfg.betas)}
 
     def _train_step(self) -> dict[str, Tensor]:
-        cfg = self.config
-        m = self.task.models
-        G_AB, G_BA = self._ddp["G_AB"], self._ddp["G_BA"]
-        D_A, D_B = self._ddp["D_A"], self._ddp["D_B"]
         b = self.batch
         real_A = self._real(self.data_A, self.sampler_A, b)
         real_B = self._real(self.data_B, self.sampler_B, b)
-        idt = cfg.identity_weight > 0
+        losses, fake_A, fake_B = self._g_step(real_A, real_B)
+        losses.update(self._d_step(real_A, real_B, fake_A, fake_B))
+        return losses
 
-        # ---- G step (D frozen)
+    def _g_step(self, real_A: Tensor, real_B: Tensor):
+        """Both generators (D frozen): LSGAN + cycle + identity; then their EMA."""
+        cfg = self.config
+        m = self.task.models
+        G_AB, G_BA = self._ddp["G_AB"], self._ddp["G_BA"]
+        b = self.batch
+        idt = cfg.identity_weight > 0
         _set_requires_grad(self._d_params, False)
         try:
             with self._autocast():
@@ -395,8 +399,13 @@ class CycleGANTrainer(Trainer):
             _set_requires_grad(self._d_params, True)
         for g, e in self.ema.items():
             ema_update_(e, m[g], cfg.ema)
+        return losses, fake_A, fake_B
 
-        # ---- D step on history-buffer fakes
+    def _d_step(self, real_A: Tensor, real_B: Tensor, fake_A: Tensor, fake_B: Tensor) -> dict[str, Tensor]:
+        """Both discriminators, each judging a real batch against history-buffer fakes."""
+        D_A, D_B = self._ddp["D_A"], self._ddp["D_B"]
+        b = self.batch
+        losses: dict[str, Tensor] = {}
         pool_A = self.pool_A.query(fake_A.detach().float())
         pool_B = self.pool_B.query(fake_B.detach().float())
         xa = torch.cat((real_A, pool_A))

@@ -2,7 +2,7 @@
 BatchNorm and a spectrally normalised ResNet discriminator, trained with the hinge loss.
 
 At the paper configuration (32×32, G 256 channels, D 128) G has 4,276,739 parameters
-(3,742,464 prunable conv weights) and D 1,053,824, matching PAPER.md's 4.28 M / 3.74 M /
+(3,742,464 prunable conv weights) and D 1,053,824, matching the paper's 4.28 M / 3.74 M /
 1.05 M. Every conv is an ``lthgan.nn.MaskedConv2d``; G's input layer is a
 ``MaskedLinear`` (prunable only with ``--layers conv+linear``); D carries
 ``lthgan.nn.spectral_norm`` on every conv and on its final Linear.

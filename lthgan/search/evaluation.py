@@ -150,6 +150,9 @@ def evaluate_checkpoints(path, *, data: str | None = None, data_root=None, extra
     dev = check_device(device) if device else ("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for ck in ckpts:
+        level = run.level_at(ck) if run is not None else None
+        if level is not None and level.done:
+            level.verify()  # a damaged level is named, not scored
         task, models, meta = model_from_checkpoint(ck, device=dev)
         fam = _gans.family(task.name)
         d = data or resolved.get("data") or fam.default_data

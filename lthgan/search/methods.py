@@ -94,7 +94,7 @@ class ReuseMasks(MaskSource):
     def choose(self, ctx, method, index, target, task) -> None:
         src = ctx.config.masks_from
         if src is None:
-            raise SearchError(f"--method {method.name} needs masks_from: an IMP run whose round masks it "
+            raise SearchError(f"method {method.name} needs masks_from: an IMP run whose round masks it "
                               "reuses (or run it into that IMP run's directory)", "masks_from")
         from .rundir import RunDir
 
@@ -231,11 +231,11 @@ class Method:
     def check(self, config) -> None:
         """:class:`SearchError` for settings that have no effect with this method."""
         if self.start != "rewind" and config.rewind != "init":
-            raise SearchError(f"rewind {config.rewind} has no effect with --method {self.name} (its "
+            raise SearchError(f"rewind {config.rewind} has no effect with method {self.name} (its "
                               f"rounds start from {self.start_text}, not from a rewind point)",
                               "rewind", "method")
         if self.start in ("continue", "ticket") and config.d_init is not None:
-            raise SearchError(f"d_init {config.d_init} has no effect with --method {self.name} (D "
+            raise SearchError(f"d_init {config.d_init} has no effect with method {self.name} (D "
                               f"starts from {self.start_text})", "d_init", "method")
 
     @property

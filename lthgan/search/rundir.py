@@ -175,6 +175,19 @@ class RunDir:
     def level(self, index: int) -> Level:
         return Level(self, index)
 
+    def level_at(self, path) -> Level | None:
+        """The level whose folder ``path`` is (or is in), if it is one of this run's."""
+        path = Path(path)
+        folder = path.parent if path.is_file() else path
+        if folder.parent.resolve() != self.path.resolve():
+            return None
+        name = folder.name
+        if name == level_name(0):
+            return self.level(0)
+        if name.startswith("round-") and name[6:].isdigit():
+            return self.level(int(name[6:]))
+        return None
+
     def levels(self) -> list[Level]:
         """The levels that have a folder, in order (dense first)."""
         out = [self.level(0)] if (self.path / level_name(0)).is_dir() else []

@@ -177,7 +177,7 @@ def check_ready(res: Resolved, run: RunDir | None = None):
 
 def _check_masks_source(cfg: SearchConfig) -> None:
     if cfg.masks_from is None:
-        raise SearchError(f"--method {cfg.method} needs masks_from RUN_DIR: an IMP run whose round "
+        raise SearchError(f"method {cfg.method} needs masks_from RUN_DIR: an IMP run whose round "
                           "masks it reuses (or run it with its output folder set to that IMP run)",
                           "masks_from")
     src = config_from_record(RunDir(cfg.masks_from).read_config(), cfg.masks_from)
