@@ -12,30 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 import lthgan  # noqa: F401
 from lthgan import search as S
 from lthgan.cli import main
+
 from lthgan.ticket import Ticket
 
+from _cli import TINY, invoke, one_error_line
+
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--preset", "tiny", "--iterations", "4", "--eval-samples", "64", "--device", "cpu"]
-
-
-def invoke(*args, env=None):
-    return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
-
-
-def one_error_line(result, *needles):
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: "), lines[0]
-    assert "Traceback" not in result.output
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- search, end to end

@@ -15,31 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import lthgan  # noqa: F401
 from lthgan import gans
 from lthgan import search as S
 from lthgan._io import atomic_write_text
-from lthgan.cli import main
 from lthgan.ticket import Ticket
 
+from _cli import TINY, invoke, one_error_line
+
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--preset", "tiny", "--iterations", "4", "--eval-samples", "64", "--device", "cpu"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_error_line(result, *needles):
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ") and "Traceback" not in result.output, lines[0]
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
