@@ -140,7 +140,7 @@ def test_cyclegan_search_from_the_cli(tmp_path, monkeypatch):
     assert "run directory: runs/cyclegan-tiny" in r.stderr
     assert "FID A2B" in r.stdout and "FID B2A" in r.stdout and "label kept" in r.stdout
     m = json.loads((tmp_path / "runs" / "cyclegan-tiny" / "round-01" / "metrics.json").read_text())
-    assert m["verdict_on"] == "mean FID of A2B and B2A"
+    assert m["verdict_on"] == "FID of each of A2B and B2A" and set(m["matching_directions"]) == {"A2B", "B2A"}
 
 
 # --------------------------------------------------------------------------- resume after SIGKILL

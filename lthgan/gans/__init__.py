@@ -21,6 +21,7 @@ from .base import (
 )
 from .family import (
     PRESETS,
+    EvalData,
     Family,
     ImageData,
     UnpairedData,
@@ -50,6 +51,7 @@ __all__ = [
     "FAMILIES",
     "PRESETS",
     "Family",
+    "EvalData",
     "ImageData",
     "UnpairedData",
     "family",

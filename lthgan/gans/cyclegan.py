@@ -38,7 +38,7 @@ from .base import (
     ema_update_,
     lsgan_loss,
 )
-from .family import Family, UnpairedData, single_batch_override
+from .family import EvalData, Family, UnpairedData, single_batch_override
 
 NORM_AFFINE = ("official", "none")
 
@@ -482,33 +482,33 @@ def translate(G: nn.Module, images: Tensor, batch_size: int = 64) -> Tensor:
     return torch.cat(out).clamp_(-1.0, 1.0) if out else images.new_empty((0,) + tuple(images.shape[1:]))
 
 
-def eval_pairs(task: GANTask, models: Mapping[str, nn.Module], eval_data, n_samples: int,
+def eval_pairs(task: GANTask, models: Mapping[str, nn.Module], data: EvalData, n_samples: int,
                seed: int) -> list[EvalPair]:
+    """A2B: the first ``n_samples`` of ``data.sources`` A (test images) translated by G_AB,
+    judged against ``data.reference`` B; B2A likewise. Label kept uses the sources' labels."""
     missing = [k for k in ("G_AB", "G_BA") if k not in models]
     if missing:
         raise ValueError(f"CycleGAN eval_pairs needs models {missing}, got keys {sorted(models)}")
-    if not (isinstance(eval_data, (tuple, list)) and len(eval_data) == 2):
-        raise TypeError("CycleGAN eval_data must be a pair (A_test, B_test) of ImageSets, "
-                        f"not {type(eval_data).__name__}")
-    A, B = eval_data
-    _check_image_set(A, "CycleGAN domain-A test data", task.config)
-    _check_image_set(B, "CycleGAN domain-B test data", task.config)
-    real_A = A.all().float()
-    real_B = B.all().float()
-    src_A = real_A[:n_samples]
-    src_B = real_B[:n_samples]
-    la = A.labels[:n_samples] if getattr(A, "labels", None) is not None else None
-    lb = B.labels[:n_samples] if getattr(B, "labels", None) is not None else None
-    return [
-        EvalPair("A2B", translate(models["G_AB"], src_A), real_B, la),
-        EvalPair("B2A", translate(models["G_BA"], src_B), real_A, lb),
-    ]
+    pairs = []
+    for name, (src, ref), g in (("A2B", (0, 1), "G_AB"), ("B2A", (1, 0), "G_BA")):
+        S, R = _domain(data.sources, src, "source"), _domain(data.reference, ref, "reference")
+        _check_image_set(S, f"CycleGAN {name} source data", task.config)
+        _check_image_set(R, f"CycleGAN {name} reference data", task.config)
+        labels = S.labels[:n_samples] if getattr(S, "labels", None) is not None else None
+        pairs.append(EvalPair(name, translate(models[g], S.all()[:n_samples].float()), R.all().float(), labels))
+    return pairs
+
+
+def _domain(pair, i: int, what: str):
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+        raise TypeError(f"CycleGAN {what} data must be a pair (A, B) of ImageSets, not {type(pair).__name__}")
+    return pair[i]
 
 
 def _sample_grid(pairs, eval_data) -> tuple[Tensor, int]:
     """Rows of 8: A sources, their B translations, B sources, their A translations."""
     n = 8
-    A, B = eval_data
+    A, B = eval_data.sources
     by = {p.direction: p for p in pairs}
     rows = [A.all()[:n], by["A2B"].fake[:n], B.all()[:n], by["B2A"].fake[:n]]
     k = min(r.shape[0] for r in rows)
@@ -531,7 +531,8 @@ FAMILY = Family(
     default_data="digits:digits-m",
     default_target=0.74,  # the paper's last matching CycleGAN ticket, ~74%
     eval_samples={"tiny": 64, "quick": None, "paper": None},  # None: every test image
-    eval_split="test",  # the test images of each domain are translated
+    sources_split="test",  # the test images of each domain are translated ...
+    reference_split="train",  # ... and judged against the target domain's training images (paper)
     directions=("A2B", "B2A"),
     legacy={"norm_affine": "none"},  # models saved before norm_affine existed had no affine norm
 )

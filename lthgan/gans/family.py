@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from .base import EvalPair, GANTask, _check_image_set, _check_seed
 
 __all__ = [
-    "Family", "ImageData", "UnpairedData", "PRESETS",
+    "Family", "ImageData", "UnpairedData", "EvalData", "PRESETS",
     "register", "family", "names", "default_config", "config_from_dict", "build",
     "init_weights", "make_trainer", "eval_pairs", "sample_images", "unconditional_pairs",
 ]
@@ -88,6 +88,30 @@ class UnpairedData(ImageData):
         return (super().random(config, seed, n), super().random(config, seed + 1, n))
 
 
+# --------------------------------------------------------------------------- evaluation data
+
+
+class EvalData(NamedTuple):
+    """What a level is scored on: ``reference``, the real images the outputs are judged
+    against (an ImageSet, or a pair for two domains), and ``sources``, the images a translation
+    GAN translates (None for an unconditional GAN)."""
+
+    reference: Any
+    sources: Any = None
+
+    @classmethod
+    def of(cls, data) -> "EvalData":
+        """``data`` as EvalData: one given as a plain set (or pair) is both the reference and
+        the sources (each test image translated and judged against the other domain's)."""
+        return data if isinstance(data, EvalData) else cls(reference=data, sources=data)
+
+    def size(self) -> int:
+        """The number of images to score when every one is used: the sources', else the
+        reference's (per domain, the larger)."""
+        x = self.sources if self.sources is not None else self.reference
+        return max(len(d) for d in x) if isinstance(x, (tuple, list)) else len(x)
+
+
 # --------------------------------------------------------------------------- the family record
 
 
@@ -99,10 +123,11 @@ class Family:
     ``build(config, seed) -> GANTask``; ``init_weights(module, seed)`` re-initialises in place;
     ``trainer`` is a :class:`lthgan.gans.base.Trainer` subclass; ``eval_pairs(task, models,
     eval_data, n, seed)`` makes the images to score and ``sample_grid(pairs, eval_data)`` the
-    ``(images, nrow)`` of a level's ``samples.png``. ``eval_split`` is the split whose images a
-    model is scored on (its generated samples are judged against them for an unconditional
-    GAN, its translations of them for a translation GAN). ``batch_override(config, n)`` maps
-    a search's ``batch_size`` to config fields."""
+    ``(images, nrow)`` of a level's ``samples.png``, both from an :class:`EvalData`.
+    ``sources_split`` is the split whose images a translation GAN translates (None for an
+    unconditional GAN, which samples), ``reference_split`` the split its outputs are judged
+    against by default. ``batch_override(config, n)`` maps a search's ``batch_size`` to config
+    fields."""
 
     name: str
     title: str
@@ -118,7 +143,8 @@ class Family:
     default_data: str = "digits"
     default_target: float = 0.67
     eval_samples: Mapping[str, int | None] = field(default_factory=dict)
-    eval_split: str = "train"
+    sources_split: str | None = None
+    reference_split: str = "train"
     directions: tuple[str, ...] = ("G",)
     #: values of config fields added after models were saved without them (what those old
     #: models were), used by :func:`config_from_dict` when a stored config lacks the field
@@ -139,6 +165,19 @@ class Family:
         """The family's data for ``split``: an ImageSet, or ``(A, B)`` for two domains."""
         self.data.check(spec)
         return self.data.load(spec, split, resolution, root, download)
+
+    def load_eval_data(self, spec: str, resolution: int, root=None, download: bool = False, *,
+                       reference: str | None = None, train=None) -> EvalData:
+        """What a level is scored on: the ``reference`` split (default ``reference_split``;
+        ``train`` reuses already loaded training data) and the sources to translate."""
+        split = reference or self.reference_split
+        ref = train if split == "train" and train is not None else self.load_data(
+            spec, split, resolution, root, download)
+        src = None
+        if self.sources_split is not None:
+            src = ref if self.sources_split == split else self.load_data(
+                spec, self.sources_split, resolution, root, download)
+        return EvalData(reference=ref, sources=src)
 
 
 # --------------------------------------------------------------------------- registry
@@ -259,12 +298,14 @@ def make_trainer(task: GANTask, data, *, iterations: int | None = None, device="
 
 def eval_pairs(task: GANTask, models: Mapping[str, nn.Module], eval_data, n_samples: int,
                seed: int = 0) -> list[EvalPair]:
-    """The images to score, one :class:`EvalPair` per direction of the family."""
+    """The images to score, one :class:`EvalPair` per direction of the family. ``eval_data``
+    is an :class:`EvalData`, or a plain set (a pair for two domains) that is both the
+    reference and the sources."""
     if not isinstance(task, GANTask):
         raise TypeError(f"eval_pairs expects a GANTask, not {type(task).__name__}")
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
-    return family(task.name).eval_pairs(task, models, eval_data, n_samples, _check_seed(seed))
+    return family(task.name).eval_pairs(task, models, EvalData.of(eval_data), n_samples, _check_seed(seed))
 
 
 # --------------------------------------------------------------------------- unconditional GANs
@@ -286,15 +327,15 @@ def sample_images(G: nn.Module, n: int, z_dim: int, seed: int = 0, batch_size: i
     return torch.cat(out).clamp_(-1.0, 1.0)
 
 
-def unconditional_pairs(task: GANTask, models: Mapping[str, nn.Module], eval_data, n_samples: int,
+def unconditional_pairs(task: GANTask, models: Mapping[str, nn.Module], data: EvalData, n_samples: int,
                         seed: int) -> list[EvalPair]:
     """``n_samples`` images of ``models["G"]`` (seeded noise of ``config.z_dim``) against the
-    whole of ``eval_data``."""
+    whole of ``data.reference``."""
     if "G" not in models:
         raise ValueError(f"{task.name} eval_pairs needs models['G'], got keys {sorted(models)}")
-    _check_image_set(eval_data, f"{task.name} evaluation data", task.config)
+    _check_image_set(data.reference, f"{task.name} evaluation data", task.config)
     fake = sample_images(models["G"], n_samples, task.config.z_dim, seed)
-    return [EvalPair("G", fake, eval_data.all().float(), None)]
+    return [EvalPair("G", fake, data.reference.all().float(), None)]
 
 
 def unconditional_grid(pairs: Sequence[EvalPair], eval_data) -> tuple[Tensor, int]:

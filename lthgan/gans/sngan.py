@@ -405,9 +405,9 @@ FAMILY = Family(
     batch_override=_batch_override,
     data=ImageData(),
     default_data="digits",
-    # the paper's last matching sparsity: 5 rounds of 20% (67.23%)
-    default_target=0.67,
+    # the paper's last matching SNGAN ticket: 5 rounds of 20%, 1 - 0.8^5 = 67.232%
+    default_target=0.67232,
     # generated images per evaluation (the paper: 50k)
     eval_samples={"tiny": 128, "quick": 1000, "paper": 50_000},
-    eval_split="train",  # samples are judged against the training set, as in the paper
+    reference_split="train",  # samples are judged against the training set, as in the paper
 )

@@ -33,7 +33,8 @@ __all__ = ["SearchConfig", "SearchError", "Resolved", "resolve", "parse_rewind",
            "default_preset", "check_device"]
 
 IDENTITY, VARIANT, FREE = "identity", "variant", "free"
-D_INITS = ("init", "trained", "reseed")
+D_INITS = ("init", "trained", "reseed", "reseed-each")
+REFERENCES = ("train", "test")
 LAYERS = ("conv", "conv+linear")
 EXTRACTORS = ("digits", "inception")
 AMP = ("bf16",)
@@ -75,7 +76,7 @@ class SearchConfig:
         role=FREE, commands=ALL, flag="--download/--no-download")
     target_sparsity: float | None = setting(
         None, "Share of the prunable G weights to prune, in (0, 1). Default: the family's (the "
-        "paper's last matching sparsity: SNGAN 0.67, CycleGAN 0.74).", masks=True, kind="open01")
+        "paper's last matching sparsity: SNGAN 0.67232 = 1 - 0.8^5, CycleGAN 0.74).", masks=True, kind="open01")
     prune_rate: float = setting(0.2, "Share of the surviving weights pruned per round, in (0, 1).",
                                 masks=True, kind="open01")
     method: str = setting("imp", "Pruning method (see `lthgan search --help`).", role=VARIANT,
@@ -84,7 +85,8 @@ class SearchConfig:
                             role=VARIANT, masks=True, flag="--prune-d/--no-prune-d")
     d_init: str | None = setting(
         None, "Where D starts each round: init (φ0, or the late-rewind snapshot), trained (the "
-        "dense trained D), reseed (a fresh init from another seed). Default: init; methods that "
+        "dense trained D), reseed (one fixed D from another seed for every round, as the official "
+        "code), reseed-each (a fresh D from another seed each round). Default: init; methods that "
         "keep training keep D training too.", role=VARIANT, choices=D_INITS)
     rewind: str = setting(
         "init", "Rewind point: init (θ0), iter:K (weights after K dense iterations) or frac:F "
@@ -122,8 +124,21 @@ class SearchConfig:
     device: str | None = setting(None, "cpu, cuda or cuda:N (default: cuda when available).",
                                  dense=True, commands=ALL, metavar="DEVICE")
     amp: str | None = setting(None, "Mixed precision: bf16.", dense=True, commands=ALL, choices=AMP)
-    tolerance: float = setting(0.0, "A round is matching when its FID <= the dense FID + this.",
-                               commands=("search", "transfer"), kind="nonneg")
+    fid_reference: str | None = setting(
+        None, "The real images FID is computed against: train (the paper's protocol: a translation "
+        "is judged against the target domain's training images) or test. Default: the family's (train).",
+        dense=True, commands=ALL, choices=REFERENCES)
+    tolerance: float = setting(
+        0.0, "With one seed, a round is matching when its FID <= the dense FID + this. With several, "
+        "the test of --seeds decides, on FID - this.", commands=("search", "transfer"), kind="nonneg")
+    seeds: int = setting(
+        1, "Independent searches, each from its own θ0 (seeds SEED, SEED+1, ...), in one run "
+        "directory; run as parallel processes where cores allow. With 2 or more, a level matches "
+        "unless a one-sided paired t-test over seeds says (at 95%) its FID is worse than dense.",
+        commands=("search",), kind="posint")
+    until_unmatched: bool = setting(
+        False, "Keep pruning past --target-sparsity while rounds still match; stop after the first "
+        "round that does not.", role=VARIANT, flag="--until-unmatched/--no-until-unmatched")
     checkpoint_every: int | None = setting(
         None, "In-round checkpoint every N iterations (default: a tenth of the round).", role=FREE,
         commands=ALL, kind="posint")
@@ -264,6 +279,27 @@ class Resolved:
             "checkpoint_every": self.checkpoint_every, "rewind_iteration": self.rewind_iteration,
             "schedule": list(self.schedule),
         }
+
+
+#: an until_unmatched search stops before its sparsity passes this
+MAX_SPARSITY = 0.99
+
+
+def level_targets(res: "Resolved"):
+    """``(index, sparsity)`` of every level: dense, the schedule's rounds, and under
+    ``until_unmatched`` the rounds after it, each pruning ``prune_rate`` of the survivors
+    (``1 - (1 - s)(1 - rate)``), up to :data:`MAX_SPARSITY`. Whether those run is the
+    verdict's call."""
+    yield 0, 0.0
+    yield from enumerate(res.schedule, 1)
+    if res.config.until_unmatched and res.method.start != "ticket":
+        s, i = res.schedule[-1], len(res.schedule)
+        while True:
+            s = round(1.0 - (1.0 - s) * (1.0 - res.config.prune_rate), 12)
+            if s > MAX_SPARSITY:
+                return
+            i += 1
+            yield i, s
 
 
 def is_embedded(family, data: str) -> bool:

@@ -11,8 +11,8 @@ from .. import gans as _gans
 from .._io import atomic_write
 from .errors import SearchError
 
-__all__ = ["evaluate_models", "evaluate_checkpoints", "judge", "check_extractor", "save_samples",
-           "load_eval_data", "load_train_data"]
+__all__ = ["evaluate_models", "evaluate_checkpoints", "check_extractor", "save_samples",
+           "load_eval_data", "load_train_data", "fid_size_note", "INCEPTION_MIN_IMAGES"]
 
 #: per-direction metrics carried into the headline row
 _KEYS = ("fid", "is_mean", "is_std", "kid_mean", "kid_std", "label_kept")
@@ -54,15 +54,15 @@ def load_train_data(family, data: str, resolution: int, root=None, download: boo
         raise _data_error(family, data, e) from None
 
 
-def load_eval_data(family, data: str, resolution: int, root=None, download: bool = False, train=None):
-    """The split a family's models are scored on (``Family.eval_split``); ``train`` is reused
-    when that split is the training split."""
+def load_eval_data(family, data: str, resolution: int, root=None, download: bool = False, train=None,
+                   reference: str | None = None):
+    """What a family's models are scored on (:class:`lthgan.gans.EvalData`): the ``reference``
+    split (default the family's, the paper's protocol) and, for a translation GAN, the test
+    images it translates. ``train`` is reused for the training split."""
     from .. import data as _data
 
-    if family.eval_split == "train" and train is not None:
-        return train
     try:
-        return family.load_data(data, family.eval_split, resolution, root, download)
+        return family.load_eval_data(data, resolution, root, download, reference=reference, train=train)
     except (_data.DataError, FileNotFoundError, ValueError) as e:
         raise _data_error(family, data, e) from None
 
@@ -76,8 +76,9 @@ def evaluate_models(task, models: Mapping[str, nn.Module], eval_data, *, n_sampl
     direction's, or the mean over the directions."""
     from .. import metrics as _metrics
 
+    eval_data = _gans.EvalData.of(eval_data)
     if n_samples is None:  # every evaluation image
-        n_samples = max(len(x) for x in eval_data) if isinstance(eval_data, (tuple, list)) else len(eval_data)
+        n_samples = eval_data.size()
     pairs = _gans.eval_pairs(task, models, eval_data, n_samples, seed=seed)
     per: dict[str, dict] = {}
     for p in pairs:
@@ -88,7 +89,8 @@ def evaluate_models(task, models: Mapping[str, nn.Module], eval_data, *, n_sampl
         per[p.direction] = {k: _plain(v) for k, v in m.items()}
     first = next(iter(per.values()))
     row: dict[str, Any] = {"extractor": extractor, "extractor_weights": first.get("extractor_weights"),
-                           "feature_layer_fid": first.get("feature_layer_fid")}
+                           "feature_layer_fid": first.get("feature_layer_fid"),
+                           "reference": _split_of(eval_data.reference)}
     if len(per) == 1:
         (d, m), = per.items()
         row.update({k: m.get(k) for k in _KEYS})
@@ -98,11 +100,30 @@ def evaluate_models(task, models: Mapping[str, nn.Module], eval_data, *, n_sampl
         for k in _KEYS:
             vals = [m.get(k) for m in per.values()]
             row[k] = sum(vals) / len(vals) if all(v is not None for v in vals) else None
-        row["verdict_on"] = "mean FID of " + " and ".join(per)
+        row["verdict_on"] = "FID of each of " + " and ".join(per)
         row["n_fake"] = {d: m.get("n_fake") for d, m in per.items()}
         row["n_real"] = {d: m.get("n_real") for d, m in per.items()}
     row["directions"] = per
     return row, pairs
+
+
+def _split_of(data) -> str | None:
+    first = data[0] if isinstance(data, (tuple, list)) else data
+    return getattr(first, "split", None)
+
+
+#: below this many images per side, an Inception FID is strongly biased (the features are 2048-d)
+INCEPTION_MIN_IMAGES = 2048
+
+
+def fid_size_note(extractor: str, n_fake: int, n_real: int) -> str | None:
+    """A warning when an Inception FID would use fewer than 2,048 images on a side: its bias
+    then dominates differences between models (compare only FIDs of equal sample sizes)."""
+    if extractor == "inception" and min(n_fake, n_real) < INCEPTION_MIN_IMAGES:
+        return (f"warning: Inception FID on {n_fake} generated and {n_real} reference images; below "
+                f"{INCEPTION_MIN_IMAGES} per side it is strongly biased, so compare it only with FIDs of "
+                "the same sample sizes")
+    return None
 
 
 def _plain(v):
@@ -116,18 +137,14 @@ def _plain(v):
     return v
 
 
-def judge(fid: float | None, dense_fid: float | None, tolerance: float = 0.0) -> bool | None:
-    """The verdict: matching when ``fid <= dense_fid + tolerance`` (None without both FIDs)."""
-    if fid is None or dense_fid is None:
-        return None
-    return bool(fid <= dense_fid + tolerance)
+
 
 
 def save_samples(path, family, pairs, eval_data) -> None:
     """The level's sample grid (``Family.sample_grid``) as a PNG."""
     from torchvision.utils import save_image
 
-    images, nrow = family.sample_grid(pairs, eval_data)
+    images, nrow = family.sample_grid(pairs, _gans.EvalData.of(eval_data))
     imgs = (images.float().clamp(-1, 1) + 1) / 2
     atomic_write(path, lambda tmp: save_image(imgs, tmp, nrow=nrow, padding=2, format="png"))
 
@@ -159,7 +176,8 @@ def evaluate_checkpoints(path, *, data: str | None = None, data_root=None, extra
         ext = extractor or resolved.get("extractor") or ("digits" if is_embedded(fam, d) else "inception")
         check_extractor(ext, inception_weights)
         n = eval_samples or resolved.get("eval_samples") or fam.eval_samples.get(stored.get("preset") or "quick")
-        evald = load_eval_data(fam, d, task.config.resolution, data_root or stored.get("data_root"))
+        evald = load_eval_data(fam, d, task.config.resolution, data_root or stored.get("data_root"),
+                               reference=stored.get("fid_reference"))
         row, _ = evaluate_models(task, models, evald, n_samples=n, extractor=ext,
                                  inception_weights=inception_weights,
                                  seed=seed if seed is not None else int(stored.get("seed", 0)), device=dev)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -36,10 +36,11 @@ from ..nn import masked_modules
 from ..ticket import Ticket, TicketError
 from . import report as _report
 from .checkpoints import INIT_WHAT, load_checkpoint, load_models, load_tensors, save_checkpoint, save_tensors
-from .config import Resolved
+from .config import Resolved, level_targets
 from .errors import RunDirError
-from .evaluation import evaluate_models, judge, save_samples
-from .methods import generator_sparsity, reseed_seed
+from .evaluation import evaluate_models, save_samples
+from .methods import d_seed, generator_sparsity
+from .verdict import direction_fids, judge_directions
 from .rundir import Level, RunDir
 
 __all__ = ["Search"]
@@ -55,7 +56,8 @@ class Search:
     (:class:`lthgan.search.methods.LevelContext`)."""
 
     def __init__(self, res: Resolved, run: RunDir, *, quiet: bool = False,
-                 log: Callable[[str], None] | None = None, max_level: int | None = None, data=None):
+                 log: Callable[[str], None] | None = None, max_level: int | None = None, data=None,
+                 stop_when_unmatched: bool = True):
         self.res = res
         self.config = res.config
         self.family = res.family
@@ -65,6 +67,8 @@ class Search:
         self.max_level = max_level
         self.main = _dist.is_main_process()
         self._train_data, self._eval_data = data
+        # under --seeds the coordinator decides where an until_unmatched search stops
+        self.stop_when_unmatched = stop_when_unmatched and self.config.until_unmatched
 
     # ------------------------------------------------------------------ method context
 
@@ -114,16 +118,20 @@ class Search:
 
     # ------------------------------------------------------------------ the whole search
 
-    @property
-    def levels(self) -> list[tuple[int, float]]:
-        out = [(0, 0.0)] + [(i + 1, s) for i, s in enumerate(self.res.schedule)]
-        return out if self.max_level is None else out[: self.max_level + 1]
+    def levels(self) -> Iterator[tuple[int, float]]:
+        """``(index, sparsity)`` of the levels to run, up to ``max_level``."""
+        for index, target in level_targets(self.res):
+            if self.max_level is not None and index > self.max_level:
+                return
+            yield index, target
 
     def run(self) -> list[dict]:
         rows = []
-        levels = self.levels
-        for k, (index, target) in enumerate(levels):
-            self._progress(k, levels)
+        n = len(self.res.schedule) + 1
+        for index, target in self.levels():
+            if index >= n and self.stop_when_unmatched and not _still_matching(rows[-1] if rows else None):
+                break  # until_unmatched: the previous round past the target did not match
+            self._progress(index, n)
             m = self._run_level(index, target)
             if m:
                 rows.append(m)
@@ -132,18 +140,22 @@ class Search:
             _dist.barrier()
         return rows
 
-    def _progress(self, k: int, levels) -> None:
-        """The whole-search line: level k+1 of N, with an ETA over the levels still to run
-        (from this run's finished levels' mean time)."""
-        lvl = self.run_dir.level(levels[k][0])
-        if lvl.done or (lvl.index == 0 and not self.config.dense):
+    def _progress(self, index: int, n: int) -> None:
+        """The whole-search line: level k of N (at least N under ``until_unmatched``), with an
+        ETA over the levels still to run (from this run's finished levels' mean time)."""
+        lvl = self.run_dir.level(index)
+        if lvl.done or (index == 0 and not self.config.dense):
             return
-        times = [self.run_dir.level(i).read_metrics().get("time_s") for i, _ in levels
-                 if self.run_dir.level(i).done]
+        n = max(n, index + 1)
+        if self.max_level is not None:
+            n = min(n, self.max_level + 1)
+        times = [t.read_metrics().get("time_s") for t in self.run_dir.finished()]
         times = [t for t in times if t]
-        todo = sum(1 for i, _ in levels[k:] if not self.run_dir.level(i).done)
-        eta = f"; ETA {_duration(todo * sum(times) / len(times))} for the {todo} level{'s' if todo > 1 else ''} left" if times else ""
-        self._say(f"[level {k + 1}/{len(levels)}] {lvl.name}{eta}")
+        todo = n - index
+        eta = (f"; ETA {_duration(todo * sum(times) / len(times))} for the {todo} "
+               f"level{'s' if todo > 1 else ''} left") if times else ""
+        more = " or more" if self.config.until_unmatched and self.max_level is None else ""
+        self._say(f"[level {index + 1}/{n}{more}] {lvl.name}{eta}")
 
     def _say(self, msg: str) -> None:
         if not self.quiet and self.main:
@@ -243,8 +255,14 @@ class Search:
         trainer = _gans.make_trainer(task, self._train_data, iterations=self.res.iterations,
                                      device=self.res.device, seed=self.config.seed, amp=self.config.amp,
                                      kd_teacher=kd, kd_weight=self.config.kd_weight)
-        trainer.reset()
+        # a round rewound to iteration K trains from K to the end, its LR schedule at K (the
+        # official late rewinding: start_epoch = the rewind checkpoint's epoch)
+        trainer.reset(start_iteration=self._start_iteration(index))
         return trainer
+
+    def _start_iteration(self, index: int) -> int:
+        """Where level ``index`` starts training: K for a round rewound to iteration K."""
+        return self.res.rewind_iteration if index > 0 and self.res.method.start == "rewind" else 0
 
     def _restore(self, trainer, level: Level) -> tuple[float, dict]:
         """Continue from the level's in-round checkpoint, if there is one."""
@@ -326,21 +344,29 @@ class Search:
             "groups": {g: {k: v for k, v in r.items() if k != "layers"} for g, r in g_report["groups"].items()},
             **row,
             "checkpoint": "final", "selection": "final checkpoint of the round (no best-of selection)",
-            "iterations": trainer.iteration, "final_losses": last,
+            "iterations": trainer.iteration, "start_iteration": self._start_iteration(index), "final_losses": last,
             "train_time_s": round(train_time, 3), "eval_time_s": round(eval_time, 3),
             "time_s": round(train_time + eval_time, 3), "seed": cfg.seed,
             "rewind": ticket.provenance.get("rewind"), "d_init": None if index == 0 else self.res.d_init,
             "tolerance": cfg.tolerance,
         }
-        if self.res.d_init == "reseed" and index > 0:
-            m["d_seed"] = reseed_seed(cfg.seed, index)
+        if index > 0 and d_seed(self.res.d_init, cfg.seed, index) is not None:
+            m["d_seed"] = d_seed(self.res.d_init, cfg.seed, index)
         dense = self.run_dir.level(0)
-        m["dense_fid"] = row.get("fid") if index == 0 else (
-            dense.read_metrics().get("fid") if cfg.dense and dense.done else None)
-        m["matching"] = None if index == 0 else judge(row.get("fid"), m["dense_fid"], cfg.tolerance)
+        dense_m = row if index == 0 else (dense.read_metrics() if cfg.dense and dense.done else {})
+        m["dense_fid"] = dense_m.get("fid")
+        if index > 0:
+            m.update(judge_directions(direction_fids(row), direction_fids(dense_m), cfg.tolerance))
+        else:
+            m["matching"] = None
         if self.main:
             atomic_write_json(level.sparsity_report, {"generators": g_report, "discriminators": d_report})
         return m
+
+
+def _still_matching(m: dict | None) -> bool:
+    """Whether a level matched in some direction (an until_unmatched search goes on)."""
+    return bool(m) and bool(m.get("matching_any", m.get("matching")))
 
 
 def _duration(s: float) -> str:

@@ -34,7 +34,7 @@ from ..ticket import Ticket, TicketError
 from .errors import RunDirError, SearchError
 
 __all__ = ["Method", "MaskSource", "Criterion", "register", "get", "names", "criteria",
-           "reinit_seed", "reseed_seed"]
+           "reinit_seed", "reseed_seed", "d_seed", "generator_sparsity", "prune_checkpoint"]
 
 
 class LevelContext(Protocol):
@@ -155,19 +155,26 @@ def reinit_seed(seed: int) -> int:
     return mix(seed, 0x5449434B) % (2**31)
 
 
-def reseed_seed(seed: int, index: int) -> int:
-    """``d_init=reseed``: the seed of round ``index``'s fresh D."""
-    return mix(seed, index, 0x44) % (2**31)
+def reseed_seed(seed: int, index: int | None = None) -> int:
+    """The seed of the other D: ``d_init=reseed`` uses one for every round (``index`` None, as
+    the official code's fixed alternative D), ``reseed-each`` a new one for round ``index``."""
+    return mix(seed, 0x44) % (2**31) if index is None else mix(seed, index, 0x44) % (2**31)
 
 
-def _d_state(ctx, index: int, task, masks: dict, rw: dict) -> dict[str, Tensor]:
-    """The discriminators' starting state under ``d_init``."""
+def d_seed(d_init: str, seed: int, index: int) -> int | None:
+    """The seed round ``index``'s D was initialised from, for the reseeding ``d_init``s."""
+    return {"reseed": reseed_seed(seed), "reseed-each": reseed_seed(seed, index)}.get(d_init)
+
+
+def _d_state(ctx, index: int, task, masks: dict, rw: dict, init: dict | None = None) -> dict[str, Tensor]:
+    """The discriminators' starting state under ``d_init``: ``init`` (default ``rw``, the
+    rewind state) for ``init``."""
     d_init = ctx.res.d_init
     if d_init == "init":
-        return rw
+        return rw if init is None else init
     if d_init == "trained":
         return ctx.checkpoint(0)
-    seed = reseed_seed(ctx.config.seed, index)  # reseed: a fresh D, its masks set first
+    seed = d_seed(d_init, ctx.config.seed, index)  # a fresh D from another seed, its masks set first
     out: dict[str, Tensor] = {}
     for d in task.discriminators:
         m = copy.deepcopy(task.models[d])
@@ -194,10 +201,12 @@ def _start_continue(ctx, index, task, masks):
 
 
 def _start_reinit(ctx, index, task, masks):
+    """G, and D unless ``d_init`` says otherwise, from another seed's initialisation (as the
+    official random tickets, which load both from another seed's initial weights)."""
     seed = reinit_seed(ctx.config.seed)
     other = ctx.build(seed=seed).models.state_dict()
-    rw = ctx.rewind_state()
-    return _combine(task, other, _d_state(ctx, index, task, masks, rw)), f"a random init (seed {seed})"
+    d = _d_state(ctx, index, task, masks, ctx.rewind_state(), init=other)
+    return _combine(task, other, d), f"a random init (seed {seed})"
 
 
 def _start_ticket(ctx, index, task, masks):
@@ -293,7 +302,7 @@ register(Method("layerwise", "iterative magnitude pruning with the same share pr
                 "rewinding to θ0", _CRITERIA["layerwise"]))
 register(Method("random", "a global random mask at each sparsity, trained from θ0",
                 _CRITERIA["random"], schedule="oneshot"))
-register(Method("random-ticket", "the IMP masks of masks_from with another random init",
+register(Method("random-ticket", "the IMP masks of masks_from with another random init of G and D",
                 ReuseMasks(), schedule="oneshot", start="reinit"))
 register(Method("no-rewind", "standard pruning: prune by magnitude and keep training", _CRITERIA["magnitude"],
                 start="continue"))

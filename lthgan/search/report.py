@@ -1,11 +1,13 @@
-"""Tables and plots of finished (or partly finished) searches.
+"""Tables of finished (or partly finished) searches.
 
 A run directory (see :mod:`lthgan.search.rundir`) holds one finished level per ``dense/`` or
-``round-NN/`` folder with a ``DONE`` marker and a ``metrics.json``. This module reads them and
-writes ``summary.md``, ``summary.csv`` and ``fid_vs_sparsity.png``; :func:`compare` does the
-same for several runs (``lthgan report RUN_DIR [RUN_DIR ...]``), for instance IMP beside random
-pruning. Runs are only compared when their FIDs are comparable: the same GAN, data and feature
-extractor.
+``round-NN/`` folder with a ``DONE`` marker and a ``metrics.json``; under ``--seeds`` one such
+run per seed, reported here as one row per level with the mean ± standard deviation over the
+seeds and the verdict over them (:mod:`lthgan.search.verdict`). This module writes
+``summary.md``, ``summary.csv`` (``summary_seeds.csv``: every seed's rows) and, through
+:mod:`lthgan.search.plot`, ``fid_vs_sparsity.png``; :func:`compare` does the same for several
+runs (``lthgan report RUN_DIR [RUN_DIR ...]``), for instance IMP beside random pruning. Runs are
+only compared when their FIDs are comparable: the same GAN, data and feature extractor.
 """
 from __future__ import annotations
 
@@ -17,11 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .._io import atomic_write, atomic_write_text
+from .._io import atomic_write_text
+from .evaluation import fid_size_note
+from .plot import plot
 from .rundir import RunDir, check_writable
+from .verdict import level_row, rule_text
 
 __all__ = ["ReportError", "Run", "load_run", "load_runs", "check_comparable", "markdown_table",
-           "csv_text", "plot", "summary_text", "write_summary", "compare"]
+           "csv_text", "plot", "summary_text", "write_summary", "compare", "largest_matching"]
 
 
 class ReportError(ValueError):
@@ -30,13 +35,15 @@ class ReportError(ValueError):
 
 @dataclass
 class Run:
-    """A search's directory, its ``config.json`` and its finished levels' metrics."""
+    """A search's directory, its ``config.json`` and its finished levels' metrics (under
+    ``--seeds``, per level over the seeds; ``seed_runs`` then holds each seed's run)."""
 
     path: Path
     config: dict
     levels: list[dict]
     label: str
     baselines: list["Run"] = field(default_factory=list)
+    seed_runs: list["Run"] = field(default_factory=list)
 
     @property
     def search(self) -> dict:
@@ -55,23 +62,43 @@ class Run:
         return self.config.get("resolved", {}).get("data", "?")
 
     @property
+    def seeds(self) -> int:
+        return int(self.search.get("seeds", 1))
+
+    @property
     def dense(self) -> dict | None:
-        return next((l for l in self.levels if l.get("level") == 0), None)
+        return next((lvl for lvl in self.levels if lvl.get("level") == 0), None)
 
 
 def load_run(run_dir, label: str | None = None, with_baselines: bool = True, verify: bool = False) -> Run:
     """Read a run directory: its config and the metrics of every finished level (with
-    ``verify``, each finished level's files are checked against its DONE manifest first)."""
+    ``verify``, each finished level's files are checked against its DONE manifest first).
+    Under ``--seeds``, a level is reported once every seed has finished it."""
     rd = RunDir(run_dir)
     config = rd.read_config()
     if verify:
         rd.verify()
-    levels = sorted((lvl.read_metrics() for lvl in rd.finished()), key=lambda m: m["level"])
-    run = Run(rd.path, config, levels, label or config["search"].get("method", rd.path.name))
+    label = label or config["search"].get("method", rd.path.name)
+    if rd.seeds > 1:
+        seeds = [load_run(s.path, label=f"{label} {s.path.name}", with_baselines=False)
+                 for s in rd.seed_runs()]
+        levels = _seed_levels(seeds, float(config["search"].get("tolerance", 0.0)))
+        run = Run(rd.path, config, levels, label, seed_runs=seeds)
+    else:
+        levels = sorted((lvl.read_metrics() for lvl in rd.finished()), key=lambda m: m["level"])
+        run = Run(rd.path, config, levels, label)
     if with_baselines:
         run.baselines = [load_run(b.path, label=b.path.name, with_baselines=False, verify=verify)
                          for b in rd.baselines()]
     return run
+
+
+def _seed_levels(seeds: Sequence[Run], tolerance: float) -> list[dict]:
+    """One row per level finished by every seed."""
+    by = [{m["level"]: m for m in s.levels} for s in seeds]
+    common = sorted(set.intersection(*(set(b) for b in by))) if by else []
+    dense = [b[0] for b in by] if 0 in common else None
+    return [level_row([b[i] for b in by], dense, tolerance) for i in common]
 
 
 def load_runs(paths: Sequence, verify: bool = False) -> list[Run]:
@@ -82,7 +109,7 @@ def load_runs(paths: Sequence, verify: bool = False) -> list[Run]:
         runs.append(r)
         runs.extend(r.baselines)
     labels = [r.label for r in runs]
-    for i, r in enumerate(runs):  # disambiguate equal labels with the folder name
+    for r in runs:  # disambiguate equal labels with the folder name
         if labels.count(r.label) > 1:
             r.label = f"{r.label} ({r.path.name})"
     check_comparable(runs)
@@ -144,18 +171,72 @@ def _time(s) -> str:
 def _verdict(lvl: dict) -> str:
     if lvl.get("level") == 0:
         return "dense"
-    v = lvl.get("matching")
-    return "" if v is None else ("yes" if v else "no")
+    per = lvl.get("matching_directions") or {}
+    if lvl.get("matching") is None:
+        return ""
+    if lvl["matching"] or len(per) < 2 or not any(per.values()):
+        return "yes" if lvl["matching"] else "no"
+    return " ".join(d for d, v in per.items() if v) + " only"
+
+
+def _images(lvl: dict) -> str:
+    """Generated (or translated) / reference images of an evaluation, the smallest direction's."""
+    nf, nr = lvl.get("n_fake"), lvl.get("n_real")
+    if isinstance(nf, dict):
+        nf, nr = min(nf.values()), min(nr.values())
+    return "" if nf is None else f"{nf}/{nr}"
 
 
 def _directions(runs: Sequence[Run]) -> list[str]:
     dirs: list[str] = []
     for r in runs:
         for lvl in r.levels:
-            for d in (lvl.get("directions") or {}):
-                if d not in dirs:
-                    dirs.append(d)
+            dirs += [d for d in (lvl.get("directions") or {}) if d not in dirs]
     return dirs if len(dirs) > 1 else []
+
+
+def _cells(r: Run, lvl: dict, dirs, has_d, has_label, has_seeds, multi) -> list[str]:
+    row = ([r.label] if multi else []) + [
+        lvl.get("name", ""), f"{100 * (lvl.get('sparsity_target') or 0):.2f}%",
+        f"{100 * lvl.get('sparsity', 0):.2f}%", f"{100 * lvl.get('sparsity_overall', 0):.2f}%"]
+    if has_d:
+        row.append(f"{100 * (lvl.get('d_sparsity') or 0):.2f}%")
+    if has_seeds:
+        row.append(str(lvl.get("seeds", 1)))
+    per = lvl.get("directions") or {}
+    row += [_pm((per.get(d) or {}).get("fid"), (per.get(d) or {}).get("fid_sd"), ".3f") for d in dirs]
+    row.append(_pm(lvl.get("fid"), lvl.get("fid_sd"), ".3f"))
+    row.append(_pm(lvl.get("is_mean"), lvl.get("is_std"), ".3f"))
+    row.append(_pm(lvl.get("kid_mean"), lvl.get("kid_std"), ".4f"))
+    if has_label:
+        lk, sd = lvl.get("label_kept"), lvl.get("label_kept_sd")
+        row.append("" if lk is None else f"{100 * lk:.1f}%" + (f" ± {100 * sd:.1f}" if sd is not None else ""))
+    row += [_images(lvl), _verdict(lvl)]
+    if has_seeds:
+        row.append(" / ".join(f"{p:.3f}" for p in (lvl.get("p_values") or {}).values()))
+    return row + [_time(lvl.get("time_s"))]
+
+
+def _record(r: Run, lvl: dict, dirs) -> dict:
+    per = lvl.get("directions") or {}
+    rec = {"run": r.label, "run_dir": str(r.path), "method": lvl.get("method"), "level": lvl.get("level"),
+           "name": lvl.get("name"), "seeds": lvl.get("seeds", 1), "seed": lvl.get("seed"),
+           "sparsity_target": lvl.get("sparsity_target"), "sparsity": lvl.get("sparsity"),
+           "sparsity_overall": lvl.get("sparsity_overall"), "d_sparsity": lvl.get("d_sparsity"),
+           "fid": lvl.get("fid"), "fid_sd": lvl.get("fid_sd")}
+    for d in dirs:
+        rec[f"fid_{d}"] = (per.get(d) or {}).get("fid")
+        rec[f"fid_{d}_sd"] = (per.get(d) or {}).get("fid_sd")
+        rec[f"matching_{d}"] = (lvl.get("matching_directions") or {}).get(d)
+        rec[f"p_{d}"] = (lvl.get("p_values") or {}).get(d)
+    rec.update({k: lvl.get(k) for k in ("is_mean", "is_std", "kid_mean", "kid_std", "label_kept",
+                                        "label_kept_sd", "matching", "dense_fid", "tolerance", "extractor",
+                                        "reference", "train_time_s", "eval_time_s", "time_s")})
+    nf, nr = lvl.get("n_fake"), lvl.get("n_real")
+    rec["n_fake"], rec["n_real"] = (json.dumps(nf), json.dumps(nr)) if isinstance(nf, dict) else (nf, nr)
+    if not dirs:
+        rec["p"] = (lvl.get("p_values") or {}).get("G")
+    return rec
 
 
 def _rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[dict]]:
@@ -163,56 +244,30 @@ def _rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[dict]]:
     dirs = _directions(runs)
     has_d = any((lvl.get("d_sparsity") or 0) > 0 for r in runs for lvl in r.levels)
     has_label = any(lvl.get("label_kept") is not None for r in runs for lvl in r.levels)
+    has_seeds = any(r.seeds > 1 for r in runs)
     multi = len(runs) > 1
     head = (["run"] if multi else []) + ["level", "target", "sparsity", "sparsity (all params)"]
-    head += ["D sparsity"] if has_d else []
+    head += (["D sparsity"] if has_d else []) + (["seeds"] if has_seeds else [])
     head += [f"FID {d}" for d in dirs] + (["FID (mean)"] if dirs else ["FID"])
-    head += ["IS", "KID"] + (["label kept"] if has_label else []) + ["matching", "time"]
-    cells, records = [], []
-    for r in runs:
-        for lvl in r.levels:
-            row = ([r.label] if multi else []) + [
-                lvl.get("name", ""), f"{100 * (lvl.get('sparsity_target') or 0):.2f}%",
-                f"{100 * lvl.get('sparsity', 0):.2f}%",
-                f"{100 * lvl.get('sparsity_overall', 0):.2f}%"]
-            if has_d:
-                row.append(f"{100 * (lvl.get('d_sparsity') or 0):.2f}%")
-            per = lvl.get("directions") or {}
-            row += [_f((per.get(d) or {}).get("fid")) for d in dirs]
-            row.append(_f(lvl.get("fid")))
-            row.append(_pm(lvl.get("is_mean"), lvl.get("is_std"), ".3f"))
-            row.append(_pm(lvl.get("kid_mean"), lvl.get("kid_std"), ".4f"))
-            if has_label:
-                lk = lvl.get("label_kept")
-                row.append("" if lk is None else f"{100 * lk:.1f}%")
-            row += [_verdict(lvl), _time(lvl.get("time_s"))]
-            cells.append(row)
-            rec = {"run": r.label, "run_dir": str(r.path), "method": lvl.get("method"),
-                   "level": lvl.get("level"), "name": lvl.get("name"),
-                   "sparsity_target": lvl.get("sparsity_target"), "sparsity": lvl.get("sparsity"),
-                   "sparsity_overall": lvl.get("sparsity_overall"), "d_sparsity": lvl.get("d_sparsity"),
-                   "fid": lvl.get("fid")}
-            for d in dirs:
-                rec[f"fid_{d}"] = (per.get(d) or {}).get("fid")
-            rec.update({k: lvl.get(k) for k in ("is_mean", "is_std", "kid_mean", "kid_std", "label_kept",
-                                                "matching", "dense_fid", "tolerance", "extractor",
-                                                "train_time_s", "eval_time_s", "time_s")})
-            records.append(rec)
+    head += ["IS", "KID"] + (["label kept"] if has_label else []) + ["images", "matching"]
+    head += (["p"] if has_seeds else []) + ["time"]
+    cells = [_cells(r, lvl, dirs, has_d, has_label, has_seeds, multi) for r in runs for lvl in r.levels]
+    records = [_record(r, lvl, dirs) for r in runs for lvl in r.levels]
     return head, cells, records
 
 
 def markdown_table(runs: Sequence[Run]) -> str:
     head, cells, _ = _rows(runs)
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(head)]
+
     def line(vals):
         return "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"
+
     out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    out += [line(c) for c in cells]
-    return "\n".join(out)
+    return "\n".join(out + [line(c) for c in cells])
 
 
-def csv_text(runs: Sequence[Run]) -> str:
-    _, _, records = _rows(runs)
+def _csv(records: Sequence[dict]) -> str:
     buf = io.StringIO()
     keys: list[str] = []
     for rec in records:
@@ -224,113 +279,95 @@ def csv_text(runs: Sequence[Run]) -> str:
     return buf.getvalue()
 
 
+def csv_text(runs: Sequence[Run]) -> str:
+    return _csv(_rows(runs)[2])
+
+
+def seeds_csv_text(runs: Sequence[Run]) -> str:
+    """Every seed's rows of the several-seed runs among ``runs``."""
+    seed_runs = [s for r in runs for s in r.seed_runs]
+    return _csv(_rows(seed_runs)[2]) if seed_runs else ""
+
+
+def largest_matching(run: Run) -> dict[str, float | None]:
+    """The largest sparsity at which ``run`` still matched: overall (every direction) and per
+    direction (None where no round matched)."""
+    out: dict[str, float | None] = {"all": None}
+    for lvl in run.levels:
+        if lvl.get("level", 0) == 0 or lvl.get("matching") is None:
+            continue
+        s = lvl.get("sparsity", 0.0)
+        if lvl["matching"]:
+            out["all"] = max(out["all"] or 0.0, s)
+        for d, v in (lvl.get("matching_directions") or {}).items():
+            out.setdefault(d, None)
+            if v:
+                out[d] = max(out[d] or 0.0, s)
+    return out
+
+
+def _largest_text(r: Run) -> str:
+    lm = largest_matching(r)
+    pct = (lambda v: "none" if v is None else f"{100 * v:.2f}%")
+    per = [f"{d} {pct(v)}" for d, v in lm.items() if d not in ("all", "G")]
+    return f"{r.label}: {pct(lm['all'])}" + (f" ({', '.join(per)})" if per else "")
+
+
 def summary_text(runs: Sequence[Run]) -> str:
     """Markdown: a title, how to read the table, and the table."""
     main = runs[0]
-    s = main.search
-    res = main.config.get("resolved", {})
-    lines = [f"# lthgan search: {main.gan} on {main.data}", ""]
-    what = ", ".join(f"{r.label}" for r in runs)
-    lines.append(f"Runs: {what}. Preset {s.get('preset')}, seed {s.get('seed')}, "
-                 f"prune rate {s.get('prune_rate')}, target sparsity {res.get('target_sparsity')}, "
-                 f"layers {s.get('layers')}, prune D: {'yes' if s.get('prune_d') else 'no'}, "
-                 f"D init: {res.get('d_init')}, rewind: {s.get('rewind')}"
-                 f"{', KD from the dense D' if s.get('kd_d') else ''}.")
-    lines.append("")
-    ext = next((l.get("extractor") for r in runs for l in r.levels), res.get("extractor"))
-    dense = main.dense
-    tol = s.get("tolerance", 0.0)
+    s, res = main.search, main.config.get("resolved", {})
+    seeds = main.seeds
+    seed_txt = (f"seeds {s.get('seed')}..{s.get('seed', 0) + seeds - 1} ({seeds} independent searches)"
+                if seeds > 1 else f"seed {s.get('seed')}")
+    lines = [f"# lthgan search: {main.gan} on {main.data}", "",
+             f"Runs: {', '.join(r.label for r in runs)}. Preset {s.get('preset')}, {seed_txt}, prune rate "
+             f"{s.get('prune_rate')}, target sparsity {res.get('target_sparsity')}"
+             f"{' (then on while rounds match)' if s.get('until_unmatched') else ''}, layers {s.get('layers')}, "
+             f"prune D: {'yes' if s.get('prune_d') else 'no'}, D init: {res.get('d_init')}, rewind: "
+             f"{s.get('rewind')}{', KD from the dense D' if s.get('kd_d') else ''}.", ""]
+    dirs = _directions(runs) or ["G"]
     lines.append(f"- **Sparsity**: share of pruned weights among the generator's prunable weights "
-                 f"({s.get('layers')} layers), as reached (target: the schedule's value, "
-                 "1 - 0.8^r for IMP at rate 0.2, the last round clipped to the target), and among "
-                 "all its parameters.")
-    dense_txt = f"{dense['fid']:.3f}" if dense and dense.get("fid") is not None else "n/a"
-    lines.append(f"- **Matching**: the round's final-checkpoint FID ≤ the dense FID ({dense_txt}) + "
-                 f"tolerance ({tol:g}). The final checkpoint of each round is compared; no best-of "
-                 "selection is made.")
-    dirs = _directions(runs)
-    if dirs:
-        lines.append(f"- **Directions**: FID of each direction ({', '.join(dirs)}: the source domain "
-                     "translated into the target domain and judged against the target's images); "
-                     "the verdict uses their mean.")
+                 f"({s.get('layers')} layers), as reached, and among all its parameters.")
+    lines.append(f"- **Matching**: {rule_text(seeds, s.get('tolerance', 0.0), dirs)}. The final "
+                 "checkpoint of each round is compared; no best-of selection is made.")
+    lines.append("- **Largest matching sparsity**: " + "; ".join(_largest_text(r) for r in runs) + ".")
+    if seeds > 1:
+        lines.append("- **Several seeds**: FID, IS, KID and label kept are mean ± standard deviation over "
+                     f"the seeds; p is the test's one-sided p-value; each seed's rows are in "
+                     f"{RunDir.SUMMARY_SEEDS_CSV}.")
+    ref = next((lvl.get("reference") for r in runs for lvl in r.levels if lvl.get("reference")), None)
+    if len(dirs) > 1:
+        lines.append(f"- **Directions**: FID of each direction ({', '.join(dirs)}: the source domain's test "
+                     f"images translated and judged against the target domain's {ref or 'reference'} "
+                     "images); FID (mean) is their mean.")
+    ext = next((lvl.get("extractor") for r in runs for lvl in r.levels), res.get("extractor"))
     lines.append(f"- **Metrics**: FID, IS and KID with the `{ext}` feature extractor"
+                 + (f", against the {ref} split" if ref and len(dirs) < 2 else "")
                  + ("; label kept: share of translated digits classified as their source digit."
-                    if any(l.get("label_kept") is not None for r in runs for l in r.levels) else "."))
-    n = sorted({json.dumps(l.get("n_fake")) for r in runs for l in r.levels})
-    if len(n) > 1:
-        lines.append(f"- Note: the runs were evaluated on different numbers of samples ({', '.join(n)}).")
-    lines += ["", markdown_table(runs), ""]
-    return "\n".join(lines)
+                    if any(lvl.get("label_kept") is not None for r in runs for lvl in r.levels) else "."))
+    lines += _image_notes(runs, ext)
+    return "\n".join(lines + ["", markdown_table(runs), ""])
 
 
-# --------------------------------------------------------------------------- plot
-
-
-def plot(runs: Sequence[Run], path) -> Path:
-    """FID against sparsity: a dense line, one series per run, matching rounds filled."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0", "C1", "C2", "C3"])
-    denses: list[float] = []
-    xmax = 0.0
-    for i, r in enumerate(runs):
-        c = colors[i % len(colors)]
-        d = r.dense
-        if d is not None and d.get("fid") is not None and not any(abs(d["fid"] - v) < 1e-9 for v in denses):
-            denses.append(d["fid"])
-            ax.axhline(d["fid"], color="k" if len(denses) == 1 else c, ls="--", lw=1,
-                       label=f"dense (FID {d['fid']:.2f})" if len(denses) == 1 else f"dense, {r.label}")
-            tol = r.search.get("tolerance", 0.0) or 0.0
-            if tol > 0 and len(denses) == 1:
-                ax.axhspan(d["fid"], d["fid"] + tol, color="k", alpha=0.07, lw=0,
-                           label=f"dense + tolerance {tol:g}")
-        pts = [l for l in r.levels if l.get("level", 0) > 0 and l.get("fid") is not None]
-        if not pts:
-            continue
-        xs = [100 * l["sparsity"] for l in pts]
-        ys = [l["fid"] for l in pts]
-        xmax = max(xmax, *xs)
-        ax.plot(xs, ys, "-o", color=c, lw=1.2, ms=6, label=r.label, zorder=2)
-        miss = [(x, y) for x, y, l in zip(xs, ys, pts) if l.get("matching") is not True]
-        if miss:  # hollow markers: not matching
-            ax.plot([x for x, _ in miss], [y for _, y in miss], "o", ls="", ms=6, color=c,
-                    markerfacecolor="white", zorder=3)
-    main = runs[0]
-    ax.set_xlabel("sparsity of the generator's prunable weights (%)")
-    dirs = _directions(runs)
-    ylabel = f"FID (mean of {' and '.join(dirs)})" if dirs else "FID"
-    ext = next((l.get("extractor") for r in runs for l in r.levels), None)
-    ax.set_ylabel(f"{ylabel}, {ext} features" if ext else ylabel)
-    ax.set_title(f"{main.gan} on {main.data}: FID of the final checkpoint vs sparsity")
-    ax.set_xlim(0, max(10.0, math.ceil(xmax / 10) * 10 + 2))
-    ax.grid(alpha=0.3)
-    from matplotlib.lines import Line2D
-
-    handles, _ = ax.get_legend_handles_labels()
-    handles += [Line2D([], [], marker="o", ls="", color="0.4", label="filled: matching"),
-                Line2D([], [], marker="o", ls="", color="0.4", markerfacecolor="white",
-                       label="hollow: not matching")]
-    if len(handles) > 6:
-        fig.set_size_inches(10, 4.5)
-        ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    else:
-        ax.legend(handles=handles, fontsize=8, loc="best")
-    fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+def _image_notes(runs: Sequence[Run], ext) -> list[str]:
+    sizes = sorted({_images(lvl) for r in runs for lvl in r.levels if _images(lvl)})
+    out = [f"- **Images** (generated or translated / reference, per evaluation): {', '.join(sizes)}"
+           + (" — the runs differ, so their FIDs are biased differently." if len(sizes) > 1 else ".")]
+    for size in sizes:
+        nf, nr = (int(x) for x in size.split("/"))
+        note = fid_size_note(ext, nf, nr)
+        if note:
+            out.append(f"- **{note[0].upper()}{note[1:]}**.")
+    return out
 
 
 # --------------------------------------------------------------------------- writers
 
 
 def write_summary(run_dir) -> list[Run]:
-    """``summary.md``, ``summary.csv`` and ``fid_vs_sparsity.png`` of a run and its baselines."""
+    """``summary.md``, ``summary.csv`` (and ``summary_seeds.csv``) and ``fid_vs_sparsity.png``
+    of a run and its baselines."""
     rd = RunDir(run_dir)
     main = load_run(rd.path)
     runs = [main] + main.baselines
@@ -340,6 +377,8 @@ def write_summary(run_dir) -> list[Run]:
         runs = [main]  # a baseline that cannot be compared stays out of the parent's summary
     atomic_write_text(rd.summary_md, summary_text(runs))
     atomic_write_text(rd.summary_csv, csv_text(runs))
+    if any(r.seed_runs for r in runs):
+        atomic_write_text(rd.summary_seeds_csv, seeds_csv_text(runs))
     plot(runs, rd.plot)
     return runs
 

@@ -145,9 +145,12 @@ class RunDir:
     SUMMARY_MD = "summary.md"
     SUMMARY_CSV = "summary.csv"
     PLOT = "fid_vs_sparsity.png"
+    SUMMARY_SEEDS_CSV = "summary_seeds.csv"  # under --seeds: every seed's rows
     REPORT_MD = "report.md"          # lthgan report's files, in its --out folder
     REPORT_CSV = "report.csv"
     BASELINES = "baselines"
+    SEED = "seed-{:02d}"             # under --seeds: one single-seed run directory per seed
+    WORKER_LOG = "worker.log"        # under --seeds: the output of the process that ran a seed
 
     def __init__(self, path):
         self.path = Path(path)
@@ -166,6 +169,20 @@ class RunDir:
     summary_md = property(lambda self: self.path / self.SUMMARY_MD)
     summary_csv = property(lambda self: self.path / self.SUMMARY_CSV)
     plot = property(lambda self: self.path / self.PLOT)
+    summary_seeds_csv = property(lambda self: self.path / self.SUMMARY_SEEDS_CSV)
+    worker_log = property(lambda self: self.path / self.WORKER_LOG)
+
+    @property
+    def seeds(self) -> int:
+        """How many independent searches this run holds (``--seeds``; 1: the run itself)."""
+        return int(self.read_config()["search"].get("seeds", 1)) if self.exists else 1
+
+    def seed_run(self, k: int) -> "RunDir":
+        """Under ``--seeds``: the run directory of the ``k``-th seed."""
+        return RunDir(self.path / self.SEED.format(k))
+
+    def seed_runs(self) -> list["RunDir"]:
+        return [self.seed_run(k) for k in range(self.seeds)] if self.seeds > 1 else [self]
 
     @property
     def exists(self) -> bool:
@@ -209,10 +226,13 @@ class RunDir:
 
     @property
     def parent(self) -> "RunDir | None":
-        """The run this one is a baseline of (``PARENT/baselines/NAME``), if any."""
+        """The run this one is a baseline of (``PARENT/baselines/NAME``), or the several-seed
+        run this one is a seed of (``PARENT/seed-NN``), if any."""
         p = self.path
         if p.parent.name == self.BASELINES and (p.parent.parent / self.CONFIG).is_file():
             return RunDir(p.parent.parent)
+        if p.name.startswith("seed-") and (p.parent / self.CONFIG).is_file():
+            return RunDir(p.parent)
         return None
 
     # ------------------------------------------------------------------ config
@@ -270,9 +290,10 @@ class RunDir:
             os.close(fd)
 
     def verify(self) -> None:
-        """Check every finished level's files (:meth:`Level.verify`)."""
-        for lvl in self.finished():
-            lvl.verify()
+        """Check every finished level's files (:meth:`Level.verify`), of every seed."""
+        for run in self.seed_runs():
+            for lvl in run.finished():
+                lvl.verify()
 
 
 def check_writable(folder) -> None:
@@ -357,7 +378,7 @@ def eval_checkpoints(path) -> list[Path]:
     if path.name == RunDir.INIT and (path / RunDir.INIT_STATE).is_file():
         return [path / RunDir.INIT_STATE]
     if run.exists:
-        found = [lvl.checkpoint for lvl in run.finished() if lvl.checkpoint.is_file()]
+        found = [lvl.checkpoint for r in run.seed_runs() for lvl in r.finished() if lvl.checkpoint.is_file()]
         if not found:
             raise RunDirError(f"{path} has no finished level with a checkpoint yet")
         return found

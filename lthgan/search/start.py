@@ -5,6 +5,7 @@ run directory's lock."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -15,7 +16,7 @@ from .._io import atomic_write_bytes, jsonable
 from . import methods as _methods
 from .config import MIN_EVAL_IMAGES, VARIANT, Resolved, SearchConfig, default_preset, field_names, resolve
 from .errors import ConfigMismatchError, RunDirError, SearchError
-from .evaluation import check_extractor, load_eval_data, load_train_data
+from .evaluation import check_extractor, fid_size_note, load_eval_data, load_train_data
 from .rundir import RunDir, check_writable
 
 __all__ = ["run_search", "resume_search", "transfer_config", "check_ready", "config_record", "config_from_record",
@@ -91,7 +92,7 @@ def _plan(config: SearchConfig, out, command: str
         if run.path.exists() and any(run.path.iterdir()):
             raise RunDirError(f"{run.path} is a non-empty folder without config.json, not a run "
                               "directory; choose an empty or new folder")
-        return res, run, lambda log: run.write_config(config_record(res, command))
+        return res, run, lambda log: _create(run, res, command, log)
     record = run.read_config()
     stored = config_from_record(record, run.path)
     diff = _differing(stored, config)
@@ -101,7 +102,7 @@ def _plan(config: SearchConfig, out, command: str
     if (record.get("command") == "train" and command == "search"
             and all(getattr(stored, k) == getattr(config, k) for k in dense_keys)):
         # a search taking over a dense-only run (lthgan train) with the same dense settings
-        return res, run, lambda log: run.write_config(config_record(res, command))
+        return res, run, lambda log: _create(run, res, command, log)
     if not set(diff) <= set(field_names(role=VARIANT)):
         raise ConfigMismatchError(run.path, diff, asdict(stored), asdict(config),
                                   hint="; choose another output folder, or resume it without changing them")
@@ -113,11 +114,26 @@ def _plan(config: SearchConfig, out, command: str
         _check_same(bdir, config)
         return res, bdir, None
 
-    def create(log):
-        bdir.write_config(config_record(res))
-        _reuse_dense(run, stored, bdir, config, log)
+    return res, bdir, lambda log: _create(bdir, res, "search", log, parent=run, parent_cfg=stored)
 
-    return res, bdir, create
+
+def _create(run: RunDir, res: Resolved, command: str, log, parent: RunDir | None = None,
+            parent_cfg: SearchConfig | None = None) -> None:
+    """Write a new run's config.json (under ``--seeds`` also each seed's run directory); a
+    baseline reuses its parent's dense level (of the same seed) when it would be the same."""
+    from .seeds import seed_config
+
+    run.write_config(config_record(res, command))
+    cfg = res.config
+    if cfg.seeds == 1:
+        if parent is not None:
+            _reuse_dense(parent, parent_cfg, run, cfg, log)
+        return
+    for k in range(cfg.seeds):
+        c = seed_config(cfg, k)
+        run.seed_run(k).write_config(config_record(resolve(c), command))
+        if parent is not None:
+            _reuse_dense(parent.seed_run(k), seed_config(parent_cfg, k), run.seed_run(k), c, log)
 
 
 def _check_same(run: RunDir, config: SearchConfig) -> SearchConfig:
@@ -151,11 +167,28 @@ def _reuse_dense(parent: RunDir, parent_cfg: SearchConfig, bdir: RunDir, cfg: Se
 # --------------------------------------------------------------------------- checks
 
 
-def check_ready(res: Resolved, run: RunDir | None = None):
+def _eval_sizes(res: Resolved, evald) -> tuple[int, int]:
+    """Images an evaluation scores (generated, or translated per direction) and reference
+    images it judges them against (the smallest domain's)."""
+    def smallest(x):
+        return min(len(d) for d in x) if isinstance(x, (tuple, list)) else len(x)
+
+    n_real = smallest(evald.reference)
+    avail = smallest(evald.sources) if evald.sources is not None else None
+    n_fake = res.eval_samples if avail is None else min(avail, res.eval_samples or avail)
+    return n_fake, n_real
+
+
+def check_ready(res: Resolved, run: RunDir | None = None, log: Callable[[str], None] | None = None):
     """Fail before any training on what would only fail later: the data (loaded and returned
     as ``(train, eval)``), the feature extractor's weights, the evaluation size, the masks
     source and the ticket."""
+    from ..gans import dist as _dist
+
     cfg, fam = res.config, res.family
+    if cfg.seeds > 1 and (_dist.world_size() > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        raise SearchError("seeds > 1 runs its own processes and cannot run under torchrun; run the "
+                          "seeds one at a time there", "seeds")
     if run is not None:
         check_writable(run.path)
     method = _methods.get(cfg.method)
@@ -164,14 +197,16 @@ def check_ready(res: Resolved, run: RunDir | None = None):
     if method.masks.name == "ticket":
         _check_ticket(res)
     train = load_train_data(fam, res.data, res.gan_config.resolution, cfg.data_root, cfg.download)
-    evald = load_eval_data(fam, res.data, res.gan_config.resolution, cfg.data_root, cfg.download, train)
-    sets = evald if isinstance(evald, (tuple, list)) else (evald,)
-    smallest = min(len(s) for s in sets)
-    if smallest < MIN_EVAL_IMAGES or (res.eval_samples is not None and fam.data.domains > 1
-                                      and min(res.eval_samples, smallest) < MIN_EVAL_IMAGES):
-        raise SearchError(f"the evaluation data of {res.data!r} has {smallest} images; FID needs at "
-                          f"least {MIN_EVAL_IMAGES}", "data", "eval_samples")
+    evald = load_eval_data(fam, res.data, res.gan_config.resolution, cfg.data_root, cfg.download, train,
+                           reference=cfg.fid_reference)
+    n_fake, n_real = _eval_sizes(res, evald)
+    if min(n_fake, n_real) < MIN_EVAL_IMAGES:
+        raise SearchError(f"an evaluation would score {n_fake} images against {n_real}; FID needs at least "
+                          f"{MIN_EVAL_IMAGES} on each side", "data", "eval_samples")
     check_extractor(res.extractor, cfg.inception_weights)
+    note = fid_size_note(res.extractor, n_fake, n_real)
+    if note and log is not None:
+        log(note)
     return train, evald
 
 
@@ -183,6 +218,9 @@ def _check_masks_source(cfg: SearchConfig) -> None:
     src = config_from_record(RunDir(cfg.masks_from).read_config(), cfg.masks_from)
     if src.method != "imp":
         raise SearchError(f"masks_from {cfg.masks_from} is a {src.method} run, not an IMP run", "masks_from")
+    if src.seeds != cfg.seeds:
+        raise SearchError(f"masks_from {cfg.masks_from} holds {src.seeds} seed(s), this search {cfg.seeds}; "
+                          "a random ticket of each seed needs the IMP masks of that seed", "masks_from", "seeds")
     diff = [k for k in field_names(masks=True) if getattr(src, k) != getattr(cfg, k)]
     if diff:
         raise SearchError(f"masks_from {cfg.masks_from} was run with other settings ("
@@ -215,7 +253,6 @@ def run_search(config: SearchConfig, out, *, quiet: bool = False, log: Callable[
     of its levels. ``command="train"`` marks a dense-only run (use ``max_level=0``).
     Everything that can be checked is checked before the first write."""
     from ..gans import dist as _dist
-    from .loop import Search
 
     if command not in ("search", "train"):
         raise SearchError(f"command must be 'search' or 'train', got {command!r}")
@@ -224,7 +261,7 @@ def run_search(config: SearchConfig, out, *, quiet: bool = False, log: Callable[
         config = dataclasses.replace(config, preset=default_preset(config.device))
         say(f"preset: {config.preset} (the default on this machine's device; set it with preset)")
     res, run, create = _plan(config, out, command)
-    data = check_ready(res, run)
+    data = check_ready(res, run, say)
     with _locked(run):
         if create is not None:
             if _dist.is_main_process():
@@ -232,8 +269,7 @@ def run_search(config: SearchConfig, out, *, quiet: bool = False, log: Callable[
             _dist.barrier()
         else:
             run.verify()
-        search = Search(res, run, quiet=quiet, log=log, max_level=max_level, data=data)
-        return run.path, _run(search)
+        return run.path, _run(_searcher(res, run, quiet, log, max_level, data))
 
 
 def _run(search) -> list[dict]:
@@ -247,13 +283,13 @@ def _run(search) -> list[dict]:
 
 
 def resume_search(run_dir, overrides: Mapping[str, Any] | None = None, *, quiet: bool = False,
-                  log: Callable[[str], None] | None = None, max_level: int | None = None
-                  ) -> tuple[Path, list[dict]]:
+                  log: Callable[[str], None] | None = None, max_level: int | None = None,
+                  stop_when_unmatched: bool = True) -> tuple[Path, list[dict]]:
     """Continue the search in ``run_dir`` from its last checkpoint. ``overrides`` are settings
     given again: any that differ from the stored ones (except those free to change) make it
-    refuse with :class:`ConfigMismatchError`. Finished levels are verified first."""
-    from .loop import Search
-
+    refuse with :class:`ConfigMismatchError`. Finished levels are verified first.
+    ``stop_when_unmatched=False`` leaves the stopping of an until_unmatched search to the
+    caller (the coordinator of ``--seeds``)."""
     run = RunDir(run_dir)
     stored = config_from_record(run.read_config(), run.path)
     overrides = dict(overrides or {})
@@ -266,11 +302,21 @@ def resume_search(run_dir, overrides: Mapping[str, Any] | None = None, *, quiet:
         raise ConfigMismatchError(run.path, diff, asdict(stored), asdict(given),
                                   hint="; resume without changing them, or start a new output folder")
     res = resolve(given)
-    data = check_ready(res, run)
+    data = check_ready(res, run, None if quiet else (log or _default_log))
     with _locked(run):
         run.verify()
-        search = Search(res, run, quiet=quiet, log=log, max_level=max_level, data=data)
-        return run.path, _run(search)
+        return run.path, _run(_searcher(res, run, quiet, log, max_level, data, stop_when_unmatched))
+
+
+def _searcher(res: Resolved, run: RunDir, quiet, log, max_level, data, stop_when_unmatched=True):
+    """The search object for ``run``: the round loop, or the coordinator of several seeds."""
+    from .loop import Search
+    from .seeds import SeedSearch
+
+    if res.config.seeds > 1:
+        return SeedSearch(res, run, quiet=quiet, log=log, max_level=max_level)
+    return Search(res, run, quiet=quiet, log=log, max_level=max_level, data=data,
+                  stop_when_unmatched=stop_when_unmatched)
 
 
 class _locked:

@@ -1,0 +1,92 @@
+"""``fid_vs_sparsity.png``: FID of the final checkpoint against sparsity, one panel per
+direction (CycleGAN: A2B and B2A, each judged on its own), one series per run, the dense FID
+as a dashed line, matching levels filled and the others hollow, and error bars (± one standard
+deviation over the seeds) under ``--seeds``."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+from .._io import atomic_write
+
+__all__ = ["plot"]
+
+
+def _point(lvl: dict, direction: str | None) -> tuple[float | None, float | None, bool | None]:
+    """(FID, its sd over seeds, matching) of a level in ``direction`` (None: the headline)."""
+    if direction is None:
+        return lvl.get("fid"), lvl.get("fid_sd"), lvl.get("matching")
+    d = (lvl.get("directions") or {}).get(direction) or {}
+    return d.get("fid"), d.get("fid_sd"), (lvl.get("matching_directions") or {}).get(direction)
+
+
+def _panel(ax, runs, direction: str | None, colors) -> float:
+    xmax = 0.0
+    denses: list[float] = []
+    for i, r in enumerate(runs):
+        c = colors[i % len(colors)]
+        dense = _point(r.dense, direction)[0] if r.dense else None
+        if dense is not None and not any(abs(dense - v) < 1e-9 for v in denses):
+            first = not denses
+            denses.append(dense)
+            ax.axhline(dense, color="k" if first else c, ls="--", lw=1,
+                       label=f"dense (FID {dense:.2f})" if first else f"dense, {r.label}")
+        pts = [(100 * lvl["sparsity"], *_point(lvl, direction)) for lvl in r.levels
+               if lvl.get("level", 0) > 0 and _point(lvl, direction)[0] is not None]
+        if not pts:
+            continue
+        xs, ys, sds, ok = zip(*pts)
+        xmax = max(xmax, *xs)
+        if any(s is not None for s in sds):
+            ax.errorbar(xs, ys, yerr=[s or 0.0 for s in sds], color=c, lw=1.2, capsize=3, zorder=2,
+                        label=r.label, fmt="-o", ms=6)
+        else:
+            ax.plot(xs, ys, "-o", color=c, lw=1.2, ms=6, label=r.label, zorder=2)
+        miss = [(x, y) for x, y, m in zip(xs, ys, ok) if m is not True]
+        if miss:  # hollow markers: not matching
+            ax.plot(*zip(*miss), "o", ls="", ms=6, color=c, markerfacecolor="white", zorder=3)
+    ax.set_xlim(0, max(10.0, math.ceil(xmax / 10) * 10 + 2))
+    ax.grid(alpha=0.3)
+    return xmax
+
+
+def plot(runs: Sequence, path) -> Path:
+    """Write the plot of ``runs`` (:class:`lthgan.search.report.Run`) to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    dirs: list[str] = []
+    for r in runs:
+        for lvl in r.levels:
+            dirs += [d for d in (lvl.get("directions") or {}) if d not in dirs]
+    panels = dirs if len(dirs) > 1 else [None]
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), dpi=120, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0", "C1", "C2", "C3"])
+    main = runs[0]
+    ext = next((lvl.get("extractor") for r in runs for lvl in r.levels), None)
+    seeds = max((r.seeds for r in runs), default=1)
+    for ax, d in zip(axes[0], panels):
+        _panel(ax, runs, d, colors)
+        ax.set_xlabel("sparsity of the generator's prunable weights (%)")
+        ylabel = f"FID {d}" if d else "FID"
+        ax.set_ylabel(f"{ylabel}, {ext} features" if ext else ylabel)
+        what = f"{d}: " if d else ""
+        ax.set_title(f"{main.gan} on {main.data}: {what}final-checkpoint FID"
+                     + (f" (mean ± sd, {seeds} seeds)" if seeds > 1 else ""), fontsize=10)
+    handles, _ = axes[0][-1].get_legend_handles_labels()
+    handles += [Line2D([], [], marker="o", ls="", color="0.4", label="filled: matching"),
+                Line2D([], [], marker="o", ls="", color="0.4", markerfacecolor="white", label="hollow: not matching")]
+    if len(handles) > 6:
+        fig.set_size_inches(7 * len(panels) + 3, 4.5)
+        axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        axes[0][-1].legend(handles=handles, fontsize=8, loc="best")
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
