@@ -93,10 +93,10 @@ def tensor_digest(prefix: str, items: Iterable[tuple[str, torch.Tensor]], lead: 
     (Tickets use ``lead=""``; run-directory state files ``lead="\n"``.)"""
     h = hashlib.sha256(prefix.encode())
     for name, t in items:
-        t = t.detach().to("cpu").contiguous().reshape(-1)
         h.update(f"{lead}{name}|{t.dtype}|{list(t.shape)}\n".encode())
         if t.numel():
-            h.update(memoryview(t.view(torch.uint8).numpy()))
+            flat = t.detach().to("cpu").contiguous().reshape(-1)
+            h.update(memoryview(flat.view(torch.uint8).numpy()))
     return h.hexdigest()
 
 

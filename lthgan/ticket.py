@@ -16,8 +16,10 @@ File format (one safetensors file, never a pickle)
 * tensor ``mask/<layer>``: the layer's mask bit-packed at 1 bit per entry (``uint8``,
   big-endian bit order within a byte, as ``numpy.packbits``), its shape in the metadata;
 * tensor ``state/<key>``: the state tensors as they are;
-* metadata: ``format = "lthgan.ticket"``, ``format_version``, ``masks`` (JSON list of
-  ``[layer, shape]``), ``state`` (JSON list of keys, in order), ``provenance`` (JSON) and
+* metadata: ``format = "lthgan.ticket"``, ``format_version`` (2; version 1 files, which lack
+  ``channels``, still load), ``layout`` (JSON: ``masks``, a list of ``[layer, shape]``;
+  ``state``, a list of keys, in order; and for a structural ticket ``channels``, the kept
+  channel indices of every channel group of every generator), ``provenance`` (JSON) and
   ``sha256``: a digest over the format version, the layout, the provenance and every
   tensor's dtype, shape and bytes in that order, so any flipped or missing byte is caught.
 
@@ -43,7 +45,9 @@ from .nn import masked_modules, raw_weight
 __all__ = ["Ticket", "TicketError", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "lthgan.ticket"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions this lthgan reads: 1 (lthgan 0.1: masks and state) and 2 (adds kept channels)
+READ_VERSIONS = (1, 2)
 
 _MASK_PREFIX = "mask/"
 _STATE_PREFIX = "state/"
@@ -67,6 +71,15 @@ def _normalise_provenance(provenance: Mapping | None) -> dict:
         raise ValueError(f"provenance must be JSON-serialisable: {e}") from e
 
 
+def _normalise_channels(channels: Mapping | None) -> dict | None:
+    if channels is None:
+        return None
+    try:
+        return {str(g): {str(n): [int(i) for i in idx] for n, idx in by.items()} for g, by in channels.items()}
+    except (AttributeError, TypeError, ValueError) as e:
+        raise TypeError(f"channels must map generator -> group -> kept indices: {e}") from None
+
+
 def _mask_key(layer: str) -> str:
     return f"{layer}.mask" if layer else "mask"
 
@@ -88,8 +101,9 @@ def _unpack(packed: torch.Tensor, shape: tuple[int, ...], layer: str) -> torch.T
     return torch.from_numpy(bits).reshape(shape)
 
 
-def _digest(layout: str, provenance: str, tensors: list[tuple[str, torch.Tensor]]) -> str:
-    return tensor_digest(f"{FORMAT}/{FORMAT_VERSION}\n{layout}\n{provenance}\n", tensors)
+def _digest(layout: str, provenance: str, tensors: list[tuple[str, torch.Tensor]],
+            version: int = FORMAT_VERSION) -> str:
+    return tensor_digest(f"{FORMAT}/{version}\n{layout}\n{provenance}\n", tensors)
 
 
 def _describe(t: torch.Tensor) -> str:
@@ -111,6 +125,7 @@ class Ticket:
         masks: Mapping[str, torch.Tensor],
         state: Mapping[str, torch.Tensor],
         provenance: Mapping | None = None,
+        channels: Mapping | None = None,
     ):
         if not isinstance(masks, Mapping):
             raise TypeError(f"masks must be a dict of bool tensors by layer name, got {type(masks).__name__}")
@@ -135,6 +150,9 @@ class Ticket:
                 continue  # the masks travel in `masks`
             self.state[key] = t
         self.provenance: dict = _normalise_provenance(provenance)
+        #: a structural ticket's kept channels: generator -> channel group -> indices of the
+        #: full-width model (its masks and state are then those of the narrower model)
+        self.channels: dict | None = _normalise_channels(channels)
 
     # ---------------------------------------------------------------- construction
 
@@ -226,7 +244,10 @@ class Ticket:
             tensors.append((_MASK_PREFIX + name, _pack(m)))
         for key, t in self.state.items():
             tensors.append((_STATE_PREFIX + key, t.detach().to("cpu").contiguous().clone()))
-        layout = json.dumps({"masks": masks_layout, "state": state_keys}, separators=(",", ":"))
+        body = {"masks": masks_layout, "state": state_keys}
+        if self.channels is not None:
+            body["channels"] = self.channels
+        layout = json.dumps(body, separators=(",", ":"))
         prov = json.dumps(self.provenance, separators=(",", ":"), sort_keys=True)
         metadata = {
             "format": FORMAT,
@@ -258,10 +279,10 @@ class Ticket:
         if metadata.get("format") != FORMAT:
             raise TicketError(f"{where} is not an lthgan ticket (format={metadata.get('format')!r})")
         version = metadata.get("format_version")
-        if version != str(FORMAT_VERSION):
+        if version not in {str(v) for v in READ_VERSIONS}:
             raise TicketError(
                 f"{where} has format_version={version!r}; this lthgan ({__version__}) reads "
-                f"version {FORMAT_VERSION}"
+                f"versions {', '.join(map(str, READ_VERSIONS))}"
             )
         for field in ("layout", "provenance", "sha256"):
             if field not in metadata:
@@ -271,6 +292,7 @@ class Ticket:
             provenance = json.loads(metadata["provenance"])
             masks_layout = [(str(n), tuple(int(d) for d in shape)) for n, shape in layout["masks"]]
             state_keys = [str(k) for k in layout["state"]]
+            channels = layout.get("channels")
             if not isinstance(provenance, dict):
                 raise TypeError(f"provenance is a {type(provenance).__name__}, not a dict")
         except (ValueError, TypeError, KeyError) as e:
@@ -284,7 +306,7 @@ class Ticket:
         if extra:
             raise TicketError(f"{where} is corrupt: unexpected tensor {extra[0]!r}")
         tensors = [(n, raw[n]) for n in expected]
-        if _digest(metadata["layout"], metadata["provenance"], tensors) != metadata["sha256"]:
+        if _digest(metadata["layout"], metadata["provenance"], tensors, int(version)) != metadata["sha256"]:
             raise TicketError(f"{where} is corrupt: its checksum does not match its contents")
 
         try:
@@ -292,8 +314,10 @@ class Ticket:
         except TicketError as e:
             raise TicketError(f"{where} is corrupt: {e}") from e
         state = {k: raw[_STATE_PREFIX + k] for k in state_keys}
-        ticket = cls(masks, state, provenance)
-        return ticket
+        try:
+            return cls(masks, state, provenance, channels=channels)
+        except TypeError as e:
+            raise TicketError(f"{where} is corrupt: {e}") from e
 
     # ---------------------------------------------------------------- applying
 
