@@ -58,3 +58,12 @@ def test_channels_round_trip_and_are_covered_by_the_checksum(tmp_path):
 def test_bad_channels_are_refused():
     with pytest.raises(TypeError, match="channels must map"):
         Ticket({}, {}, {}, channels={"G": ["not", "a", "mapping"]})
+
+
+def test_a_state_file_written_by_lthgan_0_1_still_loads():
+    from lthgan.search import load_tensors
+
+    data, meta = load_tensors(Path(__file__).parent / "data" / "state_v01.safetensors")
+    assert meta["what"] == "written by lthgan 0.1.0" and data["G.w"].shape == (4, 3, 3, 3)
+    g = torch.Generator().manual_seed(0)
+    assert int(data["n"]) == 3 and not torch.equal(data["G.w"], torch.randn(4, 3, 3, 3, generator=g))
