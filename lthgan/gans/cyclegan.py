@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import nn as lnn
+from ..channels import ChannelGroup, Slice
 from .base import (
     EvalPair,
     GANTask,
@@ -245,6 +246,50 @@ def init_weights(module: nn.Module, seed: int) -> None:
             if m.weight is not None:
                 m.weight.copy_(torch.empty(m.weight.shape).normal_(1.0, 0.02, generator=g))
                 m.bias.zero_()
+
+
+def _generator_groups(config: CycleGANConfig) -> list[ChannelGroup]:
+    """One :class:`ResnetGenerator`'s tied channels, by its ``model`` indices: 1 conv7,
+    4 and 7 the down convs, 10 .. 9+n the residual blocks (``body``: 1 conv, 2 norm, 5 conv,
+    6 norm), 10+n and 13+n the up convs, 17+n the output conv7; a conv's norm follows it."""
+    f, n = config.g_filters, config.n_blocks
+    affine = _affine(config.norm_affine)
+    up0, up1, out = 10 + n, 13 + n, 17 + n
+
+    def group(name, size, made, norm, reads, scored=affine):
+        sl = (Slice(f"model.{made}", "out"), Slice(f"model.{norm}", "norm"), Slice(reads, "in"))
+        return ChannelGroup(name, size, sl, score_norm=f"model.{norm}" if scored else None)
+
+    blocks = [f"model.{10 + i}.body" for i in range(n)]
+    # the residual stream: down1's output and every block's second conv add into it; its
+    # norms have no scale (officially), so its score is the L1 of its producers' filters
+    stream = [Slice("model.7", "out"), Slice("model.8", "norm")]
+    for b in blocks:
+        stream += [Slice(f"{b}.1", "in"), Slice(f"{b}.5", "out"), Slice(f"{b}.6", "norm")]
+    stream.append(Slice(f"model.{up0}", "in"))
+    return [
+        group("conv_in", f, 1, 2, "model.4"),
+        group("down0", 2 * f, 4, 5, "model.7"),
+        ChannelGroup("stream", 4 * f, tuple(stream), score_norm=None),
+        *[ChannelGroup(f"block{i}.inner", 4 * f, (
+            Slice(f"{b}.1", "out"), Slice(f"{b}.2", "norm"), Slice(f"{b}.5", "in")),
+            score_norm=f"{b}.2" if affine else None) for i, b in enumerate(blocks)],
+        group("up0", 2 * f, up0, up0 + 1, f"model.{up1}"),
+        group("up1", f, up1, up1 + 1, f"model.{out}"),
+        ChannelGroup("rgb", config.channels, (Slice(f"model.{out}", "out"),), score_norm=None,
+                     prunable=False),
+    ]
+
+
+def channel_groups(config: CycleGANConfig) -> dict[str, list[ChannelGroup]]:
+    """Each generator's tied channels (:mod:`lthgan.channels`), the same for both: the first
+    conv7's outputs (``conv_in``) and the first down conv's (``down0``), scored by their
+    affine norms; the residual ``stream`` (the second down conv's outputs, every block's
+    second conv outputs, the identity adds, the first up conv's inputs) as ONE group across
+    all blocks; each block's inner channels (``block{i}.inner``); the two up convs' outputs
+    (``up0``, ``up1``); ``rgb``, never pruned. Groups without an affine norm (the stream;
+    everything under ``norm_affine="none"``) are scored by their producers' filter L1."""
+    return {"G_AB": _generator_groups(config), "G_BA": _generator_groups(config)}
 
 
 def build(config: CycleGANConfig, seed: int) -> GANTask:
@@ -535,4 +580,5 @@ FAMILY = Family(
     reference_split="train",  # ... and judged against the target domain's training images (paper)
     directions=("A2B", "B2A"),
     legacy={"norm_affine": "none"},  # models saved before norm_affine existed had no affine norm
+    channel_groups=channel_groups,
 )

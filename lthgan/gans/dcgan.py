@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import nn as lnn
+from ..channels import ChannelGroup, Slice
 from .base import (
     GANTask,
     Trainer,
@@ -150,6 +151,24 @@ def init_weights(module: nn.Module, seed: int) -> None:
             m.reset_running_stats()
 
 
+def channel_groups(config: DCGANConfig) -> dict[str, list[ChannelGroup]]:
+    """G's tied channels (:mod:`lthgan.channels`): ``up{i}``, the outputs of the i-th hidden
+    transposed conv (``net.{3i}``), normalised by its BatchNorm (``net.{3i+1}``, the score)
+    and read by the next transposed conv (``net.{3i+3}``); ``rgb``, the last transposed
+    conv's outputs, is never pruned."""
+    groups = []
+    width = config.g_filters * 2 ** (config.n_up - 1)
+    for i in range(config.n_up):
+        conv, norm, nxt = f"net.{3 * i}", f"net.{3 * i + 1}", f"net.{3 * i + 3}"
+        groups.append(ChannelGroup(f"up{i}", width, (
+            Slice(conv, "out"), Slice(norm, "norm"), Slice(nxt, "in")), score_norm=norm))
+        width //= 2
+    last = f"net.{3 * config.n_up}"
+    groups.append(ChannelGroup("rgb", config.channels, (Slice(last, "out"),), score_norm=None,
+                               prunable=False))
+    return {"G": groups}
+
+
 def build(config: DCGANConfig, seed: int) -> GANTask:
     models = nn.ModuleDict({
         "G": Generator(config.z_dim, config.g_filters, config.n_up, config.channels),
@@ -274,4 +293,5 @@ FAMILY = Family(
     default_target=0.67232,  # no paper figure for DCGAN: SNGAN's 5 rounds of 20% (1 - 0.8^5)
     eval_samples={"tiny": 128, "quick": 1000, "paper": 50_000},
     reference_split="train",
+    channel_groups=channel_groups,
 )

@@ -149,6 +149,9 @@ class Family:
     #: values of config fields added after models were saved without them (what those old
     #: models were), used by :func:`config_from_dict` when a stored config lacks the field
     legacy: Mapping[str, Any] = field(default_factory=dict)
+    #: ``channel_groups(config) -> {generator name: [lthgan.channels.ChannelGroup, ...]}``:
+    #: the generators' tied channels for channel pruning (None: the family has none declared)
+    channel_groups: Callable[[Any], dict[str, list]] | None = None
 
     def __post_init__(self):
         missing = [p for p in PRESETS if p not in self.presets]

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import nn as lnn
+from ..channels import ChannelGroup, Slice
 from .base import (
     GANTask,
     Trainer,
@@ -138,7 +139,8 @@ class Generator(nn.Module):
         self.conv_out = lnn.MaskedConv2d(channels, out_channels, 3, 1, 1)
 
     def forward(self, z: Tensor) -> Tensor:
-        h = self.linear(z).view(z.shape[0], self.ch, self.bottom, self.bottom)
+        # the width from the Linear, not self.ch: a channel-pruned G is narrower
+        h = self.linear(z).view(z.shape[0], -1, self.bottom, self.bottom)
         h = self.blocks(h)
         return torch.tanh(self.conv_out(F.relu(self.bn(h))))
 
@@ -382,6 +384,41 @@ class SNGANTrainer(Trainer):
         return {"G": self.ema}
 
 
+# --------------------------------------------------------------------------- channel groups
+
+
+def channel_groups(config: SNGANConfig) -> dict[str, list[ChannelGroup]]:
+    """G's tied channels (:mod:`lthgan.channels`). ``stream{i}`` is what enters block i (the
+    Linear's output viewed as C × b × b for i = 0, else block i-1's c2 and c_sc outputs, which
+    are summed), read by block i's b1, c1 and c_sc (or, after the last block, by the final
+    bn and conv_out), scored by the norm that reads it. ``block{i}.inner`` is c1's output,
+    normalised by b2 and read by c2, scored by b2. ``rgb``, conv_out's outputs, is never
+    pruned."""
+    bottom = config.resolution // 2 ** config.g_blocks
+    c, n = config.g_channels, config.g_blocks
+    groups = []
+    for i in range(n + 1):
+        if i == 0:
+            made = [Slice("linear", "out", repeat=bottom * bottom)]
+        else:
+            made = [Slice(f"blocks.{i - 1}.c2", "out"), Slice(f"blocks.{i - 1}.c_sc", "out")]
+        if i < n:
+            norm = f"blocks.{i}.b1"
+            read = [Slice(norm, "norm"), Slice(f"blocks.{i}.c1", "in"), Slice(f"blocks.{i}.c_sc", "in")]
+        else:
+            norm = "bn"
+            read = [Slice(norm, "norm"), Slice("conv_out", "in")]
+        groups.append(ChannelGroup(f"stream{i}", c, tuple(made + read), score_norm=norm))
+        if i < n:
+            b = f"blocks.{i}"
+            groups.append(ChannelGroup(f"block{i}.inner", c, (
+                Slice(f"{b}.c1", "out"), Slice(f"{b}.b2", "norm"), Slice(f"{b}.c2", "in")),
+                score_norm=f"{b}.b2"))
+    groups.append(ChannelGroup("rgb", config.channels, (Slice("conv_out", "out"),), score_norm=None,
+                               prunable=False))
+    return {"G": groups}
+
+
 # --------------------------------------------------------------------------- the family
 
 
@@ -410,4 +447,5 @@ FAMILY = Family(
     # generated images per evaluation (the paper: 50k)
     eval_samples={"tiny": 128, "quick": 1000, "paper": 50_000},
     reference_split="train",  # samples are judged against the training set, as in the paper
+    channel_groups=channel_groups,
 )
