@@ -436,6 +436,33 @@ def transfer_command(ctx, ticket, dense, **kwargs):
     _do_search(ctx, kwargs, "transfer", make=lambda f: transfer_config(ticket, **f, dense=dense))
 
 
+# --------------------------------------------------------------------------- export
+
+
+@main.command("export")
+@click.argument("level", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The file to write (e.g. g.pt2).")
+@click.option("--generator", default=None, metavar="NAME",
+              help="Which generator (CycleGAN: G_AB or G_BA; default: the first).")
+@_handle_errors
+def export_command(level, out, generator):
+    """Write a level's generator (RUN_DIR/round-NN, or a checkpoint file) as a standalone file
+    that runs without lthgan: the narrower network of a structural ticket, or the dense layers
+    with the pruned weights as zeros for an unstructured one.
+
+    \b
+    Load it with plain PyTorch:
+      G = torch.export.load("g.pt2").module()     # a torch.export program (.pt2)
+      G = torch.jit.load("g.pt")                  # or, when lthgan says it wrote TorchScript
+      images = G(z)      # z: noise [N, z_dim]; for CycleGAN, images [N, 3, H, W] in [-1, 1]
+    The output is images in [-1, 1]."""
+    from .search.export import export_level
+
+    path, fmt, g = export_level(level, out, generator)
+    click.echo(f"wrote {path}: {g} as {fmt}", err=True)
+
+
 # --------------------------------------------------------------------------- report
 
 

@@ -16,6 +16,7 @@ latent noise, both derived from ``(seed, rank)``. Their states are part of
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -369,6 +370,25 @@ class Trainer:
             t = self.kd_teacher[name](inputs)
         return kd_kl_loss(student_out, t)
 
+    def set_content_teacher(self, teachers: Mapping[str, nn.Module], features: nn.Module, weight: float) -> None:
+        """Distillation (GAN-Slimming style): every generator ``g`` in ``teachers`` also gets the
+        loss ``weight * content_loss(features, g(x), teachers[g](x))`` on its own inputs ``x``.
+        The teachers and ``features`` are frozen."""
+        self._teachers = {g: copy.deepcopy(t).to(self.device).eval().requires_grad_(False) for g, t in teachers.items()}
+        self._content_features = features.to(self.device)
+        self._content_weight = _check_float("content_weight", weight, 0.0, math.inf, hi_open=True)
+
+    def _content(self, name: str, inputs: Tensor, outputs: Tensor) -> Tensor | None:
+        """The distillation loss of generator ``name`` (None without a teacher for it)."""
+        teacher = getattr(self, "_teachers", {}).get(name)
+        if teacher is None:
+            return None
+        from ..perceptual import content_loss
+
+        with torch.no_grad(), self._autocast():
+            target = teacher(inputs)
+        return self._content_weight * content_loss(self._content_features, outputs, target)
+
     def _per_rank_batch(self, name: str, batch: int) -> int:
         if batch % self.world_size:
             raise ValueError(f"{name}={batch} is split across {self.world_size} processes and must be "
@@ -393,6 +413,7 @@ class Trainer:
         """One G iteration. Returns its losses and the current learning rate. Raises
         :class:`TrainingDiverged` when any loss is NaN or infinite."""
         losses = self._train_step()
+        self._shrink_gammas()
         out = self._finish(losses)
         out = self._summarise(out)
         out["lr"] = self.schedulers[next(iter(self.schedulers))].get_last_lr()[0]
@@ -403,6 +424,20 @@ class Trainer:
 
     def _summarise(self, vals: dict[str, float]) -> dict[str, float]:
         return vals
+
+    def set_gamma_l1(self, params: Sequence[Tensor], lam: float) -> None:
+        """A sparsity penalty ``lam * sum|γ|`` on ``params`` (norm scale factors), applied as a
+        proximal step after every iteration, γ <- sign(γ) max(|γ| - lam * lr_G, 0), as the
+        official channel-pruning code does (its soft threshold ρ·lr after each update)."""
+        self._gammas = (list(params), _check_float("gamma_l1", lam, 0.0, math.inf, hi_open=True))
+
+    @torch.no_grad()
+    def _shrink_gammas(self) -> None:
+        params, lam = getattr(self, "_gammas", ((), 0.0))
+        if not params or lam == 0.0:
+            return
+        th = lam * self.schedulers["G"].get_last_lr()[0]
+        torch._foreach_copy_(list(params), [p.sign() * (p.abs() - th).clamp_min(0.0) for p in params])
 
     def train(self, steps: int | None = None, callback: Callable[[int, dict], None] | None = None) -> dict[str, float]:
         """Run ``steps`` iterations (default: until ``iterations``); returns the last losses."""

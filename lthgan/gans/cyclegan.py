@@ -435,6 +435,11 @@ class CycleGANTrainer(Trainer):
                 loss_idt = F.l1_loss(idt_A.float(), real_A) + F.l1_loss(idt_B.float(), real_B)
                 loss_g = loss_g + cfg.identity_weight * loss_idt
                 losses["loss_identity"] = loss_idt
+            for g, src, out in (("G_AB", real_A, fake_B), ("G_BA", real_B, fake_A)):
+                content = self._content(g, src, out)
+                if content is not None:
+                    losses[f"loss_content_{g}"] = content
+                    loss_g = loss_g + content
             losses["loss_g"] = loss_g
             opt_g = self.optimizers["G"]
             opt_g.zero_grad(set_to_none=True)

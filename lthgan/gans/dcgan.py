@@ -241,6 +241,10 @@ class DCGANTrainer(Trainer):
             with self._autocast():
                 out = self.task.models["D"](fake).float()
             loss_g = ns_g_loss(out)
+            content = self._content("G", z, fake)
+            if content is not None:
+                losses["loss_content"] = content
+                loss_g = loss_g + content
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()

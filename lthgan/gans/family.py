@@ -169,6 +169,14 @@ class Family:
         self.data.check(spec)
         return self.data.load(spec, split, resolution, root, download)
 
+    def generator_input(self, config, n: int, seed: int = 0) -> Tensor:
+        """An input batch for one of the family's generators: images of the config's size in
+        [-1, 1] for a translation family, noise N(0, I) of ``config.z_dim`` otherwise."""
+        g = torch.Generator().manual_seed(seed)
+        if self.data.domains > 1:
+            return torch.rand((n, config.channels, config.resolution, config.resolution), generator=g) * 2 - 1
+        return torch.randn(n, config.z_dim, generator=g)
+
     def load_eval_data(self, spec: str, resolution: int, root=None, download: bool = False, *,
                        reference: str | None = None, train=None) -> EvalData:
         """What a level is scored on: the ``reference`` split (default ``reference_split``;

@@ -342,9 +342,15 @@ class SNGANTrainer(Trainer):
 
         _set_requires_grad(self._d_params, False)
         try:
+            z = self._noise(self.g_batch)
             with self._autocast():
-                out = D_raw(G(self._noise(self.g_batch)))
+                fake = G(z)
+                out = D_raw(fake)
             loss_g = hinge_g_loss(out.float())
+            content = self._content("G", z, fake)
+            if content is not None:
+                losses["loss_content"] = content
+                loss_g = loss_g + content
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
@@ -357,6 +363,8 @@ class SNGANTrainer(Trainer):
     def _summarise(self, vals: dict[str, float]) -> dict[str, float]:
         out = {"loss_d": sum(vals[f"loss_d[{j}]"] for j in range(self.config.n_dis)) / self.config.n_dis,
                "loss_g": vals["loss_g"]}
+        if "loss_content" in vals:
+            out["loss_content"] = vals["loss_content"]
         if self.kd_teacher is not None:
             out["loss_kd"] = sum(vals[f"loss_kd[{j}]"] for j in range(self.config.n_dis)) / self.config.n_dis
         return out

@@ -113,6 +113,10 @@ def model_from_checkpoint(path, device="cpu"):
         task = _gans.build(meta["gan"], gan_cfg, seed=0, device="cpu")
     except (KeyError, TypeError, ValueError) as e:
         raise RunDirError(f"{path}: unreadable model description in its metadata ({e})") from None
+    if meta.get("channels"):  # a structural level: the generators at their narrower widths
+        from .structure import groups_of, kept_from_lists, slice_task
+
+        slice_task(task, groups_of(_gans.family(meta["gan"]), gan_cfg), kept_from_lists(meta["channels"]))
     load_models(task.models, models, path)
     out: dict[str, nn.Module] = {}
     for g in task.generators:

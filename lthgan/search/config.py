@@ -35,6 +35,9 @@ __all__ = ["SearchConfig", "SearchError", "Resolved", "resolve", "parse_rewind",
 IDENTITY, VARIANT, FREE = "identity", "variant", "free"
 D_INITS = ("init", "trained", "reseed", "reseed-each")
 REFERENCES = ("train", "test")
+STRUCTURES = ("weight", "channel")
+#: the γ penalty of a channel search unless given (see ``gamma_l1``)
+DEFAULT_GAMMA_L1 = 1.0
 LAYERS = ("conv", "conv+linear")
 EXTRACTORS = ("digits", "inception")
 AMP = ("bf16",)
@@ -96,6 +99,25 @@ class SearchConfig:
                          "sigmoid outputs, at the official code's scale (the mean over both classes, "
                          "half the per-output KL).", role=VARIANT, flag="--kd-d/--no-kd-d")
     kd_weight: float = setting(1.0, "Weight of the distillation loss.", role=VARIANT, kind="nonneg")
+    structure: str = setting(
+        "weight", "What a round removes: weight (single weights, the paper's unstructured tickets) or "
+        "channel (whole channels of the generators, which are rebuilt narrower: structural tickets; "
+        "--target-sparsity is then a share of channels).", role=VARIANT, dense=True, masks=True,
+        choices=STRUCTURES)
+    gamma_l1: float | None = setting(
+        None, "Channel searches: the sparsity penalty on the norms' scale factors γ, as a proximal step "
+        f"γ <- sign(γ) max(|γ| - λ lr, 0) after each G update (default {DEFAULT_GAMMA_L1}; 0: none).",
+        role=VARIANT, dense=True, kind="nonneg")
+    content_weight: float = setting(
+        1.0, "distill: weight of the content loss that pulls the pruned G's outputs towards the dense "
+        "trained G's (L1 between feature maps of the two, GAN-Slimming style).", role=VARIANT, kind="nonneg")
+    content_extractor: str | None = setting(
+        None, "distill: the feature maps of the content loss: digits (the bundled classifier's) or vgg "
+        "(VGG-16 relu2_2; needs --vgg-weights). Default: digits on the digit sets, else vgg.",
+        role=VARIANT, choices=("digits", "vgg"))
+    vgg_weights: str | None = setting(
+        None, "Local file of torchvision's VGG-16 weights (vgg16-397923af.pth), for --content-extractor vgg.",
+        role=VARIANT, kind="file", metavar="FILE")
     layers: str = setting("conv", "Prunable layers: conv (Conv2d and ConvTranspose2d weights, as in "
                           "the paper) or conv+linear.", role=VARIANT, masks=True, choices=LAYERS)
     preset: str | None = setting(
@@ -164,6 +186,17 @@ class SearchConfig:
                               f"(random-ticket), not {self.method}", "masks_from", "method")
         if self.ticket is not None and method.masks.name != "ticket":
             raise SearchError("ticket applies to the transfer method only", "ticket")
+        if self.structure == "channel":
+            for name, bad in (("prune_d", self.prune_d), ("layers", self.layers != "conv")):
+                if bad:
+                    raise SearchError(f"{name} applies to weight pruning, not to structure channel (the "
+                                      "generators' channels are removed, D is not pruned)", name, "structure")
+        elif self.gamma_l1 is not None:
+            raise SearchError("gamma_l1 applies to structure channel", "gamma_l1", "structure")
+        if not method.distill:
+            for name in ("content_extractor", "vgg_weights"):
+                if getattr(self, name) is not None:
+                    raise SearchError(f"{name} applies to method distill", name, "method")
         if self.device is not None:
             check_device(self.device)
         return self
@@ -266,6 +299,12 @@ class Resolved:
     checkpoint_every: int
     rewind_iteration: int       # 0: θ0
     schedule: list[float]
+    gamma_l1: float = 0.0
+    content_extractor: str | None = None   # distill's content features
+
+    @property
+    def structural(self) -> bool:
+        return self.config.structure == "channel"
 
     @property
     def method(self) -> "_methods.Method":
@@ -277,7 +316,8 @@ class Resolved:
             "d_init": self.d_init, "extractor": self.extractor, "device": self.device,
             "iterations": self.iterations, "eval_samples": self.eval_samples,
             "checkpoint_every": self.checkpoint_every, "rewind_iteration": self.rewind_iteration,
-            "schedule": list(self.schedule),
+            "schedule": list(self.schedule), "gamma_l1": self.gamma_l1,
+            "content_extractor": self.content_extractor,
         }
 
 
@@ -334,8 +374,15 @@ def resolve(config: SearchConfig) -> Resolved:
     if k >= iterations:
         raise SearchError(f"rewind point {config.rewind} is iteration {k}, but a round has only "
                           f"{iterations} iterations", "rewind", "iterations")
+    gamma = (DEFAULT_GAMMA_L1 if config.gamma_l1 is None else float(config.gamma_l1)) \
+        if config.structure == "channel" else 0.0
+    if config.structure == "channel" and getattr(fam, "channel_groups", None) is None:
+        raise SearchError(f"the {fam.name} family declares no channel groups; structure channel needs them",
+                          "structure", "gan")
+    content = (config.content_extractor or ("digits" if is_embedded(fam, data) else "vgg")) \
+        if method.distill else None
     return Resolved(config, fam, preset, data, float(target), d_init, extractor, device, gan_cfg,
-                    iterations, eval_samples, every, k, schedule)
+                    iterations, eval_samples, every, k, schedule, gamma, content)
 
 
 def _gan_config(fam, config: SearchConfig, preset: str):

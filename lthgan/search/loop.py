@@ -19,6 +19,7 @@ their masks and starting weights.
 """
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from dataclasses import asdict
@@ -35,6 +36,7 @@ from ..gans import dist as _dist
 from ..nn import masked_modules
 from ..ticket import Ticket, TicketError
 from . import report as _report
+from . import structure
 from .checkpoints import INIT_WHAT, load_checkpoint, load_models, load_tensors, save_checkpoint, save_tensors
 from .config import Resolved, level_targets
 from .errors import RunDirError
@@ -184,16 +186,18 @@ class Search:
         t_start = time.time()
         task = self.build()
         ticket = self._ticket(level, target, task)
+        if self.res.structural:  # the generators, rebuilt at the ticket's widths
+            task = self.build_at(structure.kept_from_lists(ticket.channels or {}))
         try:
             ticket.apply(task.models)
         except TicketError as e:
             raise RunDirError(f"{level.ticket} does not fit the model: {e}") from None
-        self._check_sparsity(task, index, target)
+        self._check_sparsity(task, index, target, ticket)
         trainer = self._trainer(task, index)
         elapsed, last = self._restore(trainer, level)
         last, train_time = self._train(trainer, level, target, elapsed, last)
         t_eval = time.time()
-        row = self._evaluate(level, task, trainer)
+        row = self._evaluate(level, task, trainer, ticket)
         metrics = self._metrics(level, target, task, trainer, ticket, row, last, train_time,
                                 time.time() - t_eval)
         if self.main:
@@ -217,7 +221,9 @@ class Search:
         prov = {"round": level.index, "sparsity_target": target, "seed": cfg.seed,
                 "gan": self.family.name, "gan_config": asdict(res.gan_config), "layers": cfg.layers,
                 "config": asdict(cfg), "lthgan_version": __version__}
-        if level.index == 0:
+        if res.structural:
+            ticket = self._channel_ticket(level.index, target, task, prov)
+        elif level.index == 0:
             ticket = Ticket.from_model(task.models, self.init_state(),
                                        dict(prov, method="dense", rewind="init"))
         else:
@@ -233,9 +239,51 @@ class Search:
         _dist.barrier()
         return ticket
 
-    def _check_sparsity(self, task, index: int, target: float) -> None:
+    def _channel_ticket(self, index: int, target: float, task, prov: dict) -> Ticket:
+        """A structural level's ticket: the channels each generator keeps (full-width indices)
+        and the state the narrower models start from."""
+        groups = self.channel_groups
+        if index == 0:
+            kept, state = structure.full_kept(groups), self.init_state()
+            prov.update(method="dense", rewind="init", sparsity=0.0)
+        else:
+            method = self.res.method
+            kept = method.masks.choose_channels(self, method, index, target)
+            state, rewound = method.start_state(self, index, task, structure.unpruned_masks(task))
+            src = self.kept(method.source(index)) if method.start == "continue" else None
+            state = structure.slim_state(self.build, groups, state, kept, src)
+            prov.update(method=self.config.method, rewind=rewound, d_init=self.res.d_init,
+                        sparsity=structure.channel_sparsity(groups, kept))
+        slim = self.build_at(kept)
+        return Ticket(structure.unpruned_masks(slim), state, prov, channels=structure.kept_to_lists(kept))
+
+    @functools.cached_property
+    def channel_groups(self) -> dict:
+        return structure.groups_of(self.family, self.res.gan_config)
+
+    def kept(self, index: int) -> dict:
+        """The channels level ``index`` keeps (structural searches; full width at dense)."""
+        if index == 0:
+            return structure.full_kept(self.channel_groups)
+        try:
+            ticket = Ticket.load(self.run_dir.level(index).ticket)
+        except (TicketError, FileNotFoundError) as e:
+            raise RunDirError(f"{self.run_dir.level(index).ticket}: {e}") from None
+        return structure.kept_from_lists(ticket.channels or {})
+
+    def build_at(self, kept: dict):
+        """The models with the generators narrowed to ``kept``."""
+        task = self.build()
+        structure.slice_task(task, self.channel_groups, kept)
+        return task
+
+    def _check_sparsity(self, task, index: int, target: float, ticket: Ticket) -> None:
         if self.res.method.masks.name == "ticket" and index > 0:
             return  # a transferred ticket keeps whatever sparsity it has
+        if self.res.structural:
+            structure.check_channels(self.channel_groups, structure.kept_from_lists(ticket.channels or {}),
+                                     target if index > 0 else 0.0, self.run_dir.level(index).name)
+            return
         for g in self.groups(task) if index > 0 else list(task.models.keys()):
             ws = _prune.prunable(task.models[g], **self.selection())
             total = sum(w.mask.numel() for w in ws)
@@ -258,7 +306,20 @@ class Search:
         # a round rewound to iteration K trains from K to the end, its LR schedule at K (the
         # official late rewinding: start_epoch = the rewind checkpoint's epoch)
         trainer.reset(start_iteration=self._start_iteration(index))
+        if self.res.method.distill and index > 0:
+            self._distill(trainer)
+        if self.res.structural and self.res.gamma_l1 > 0:
+            trainer.set_gamma_l1(structure.gamma_params(task, self.channel_groups), self.res.gamma_l1)
         return trainer
+
+    def _distill(self, trainer) -> None:
+        """The dense level's evaluated generators teach the round's (a content loss)."""
+        from ..perceptual import content_network
+        from .checkpoints import model_from_checkpoint
+
+        _, teachers, _ = model_from_checkpoint(self.run_dir.level(0).checkpoint)
+        features = content_network(self.res.content_extractor, self.config.vgg_weights, self.res.device)
+        trainer.set_content_teacher(teachers, features, self.config.content_weight)
 
     def _start_iteration(self, index: int) -> int:
         """Where level ``index`` starts training: K for a round rewound to iteration K."""
@@ -318,12 +379,15 @@ class Search:
             atomic_write(level.train_state, lambda tmp: torch.save(obj, tmp))
         _dist.barrier()
 
-    def _evaluate(self, level: Level, task, trainer) -> dict:
+    def _evaluate(self, level: Level, task, trainer, ticket: Ticket) -> dict:
         """Save the final checkpoint (what is compared: no best-of selection), score it, and
         write the sample grid. Rank 0 scores; the row is broadcast."""
         row = None
         if self.main:
-            save_checkpoint(level.checkpoint, task, trainer, {"level": level.name, "iteration": trainer.iteration})
+            meta = {"level": level.name, "iteration": trainer.iteration}
+            if self.res.structural:
+                meta["channels"] = ticket.channels
+            save_checkpoint(level.checkpoint, task, trainer, meta)
             row, pairs = evaluate_models(
                 task, trainer.eval_models(), self._eval_data, n_samples=self.res.eval_samples,
                 extractor=self.res.extractor, inception_weights=self.config.inception_weights,
@@ -350,6 +414,11 @@ class Search:
             "rewind": ticket.provenance.get("rewind"), "d_init": None if index == 0 else self.res.d_init,
             "tolerance": cfg.tolerance,
         }
+        if self.res.structural:
+            m["sparsity_weights"] = m["sparsity"]
+            m["sparsity"] = structure.channel_sparsity(self.channel_groups,
+                                                       structure.kept_from_lists(ticket.channels or {}))
+            m.update(structure.cost(self.family, task, trainer.eval_models(), self.res.device))
         if index > 0 and d_seed(self.res.d_init, cfg.seed, index) is not None:
             m["d_seed"] = d_seed(self.res.d_init, cfg.seed, index)
         dense = self.run_dir.level(0)

@@ -63,6 +63,11 @@ class MaskSource:
     def choose(self, ctx: LevelContext, method: "Method", index: int, target: float, task) -> None:
         raise NotImplementedError  # pragma: no cover - abstract
 
+    def choose_channels(self, ctx: LevelContext, method: "Method", index: int, target: float) -> dict:
+        """Structural searches: the channels each generator keeps (full-width indices)."""
+        raise SearchError(f"the {self.name} criterion does not choose channels; structure channel takes "
+                          "magnitude, random or reused channels", "method", "structure")
+
 
 class Criterion(MaskSource):
     """Masks from the weights of a trained model, by ``fn(model, sparsity, types=...,
@@ -79,19 +84,33 @@ class Criterion(MaskSource):
         return self.fn(model, sparsity, types=types, **kw)
 
     def choose(self, ctx, method, index, target, task) -> None:
-        src = index - 1 if method.schedule == "iterative" else 0
+        src = method.source(index)
         ctx.load_models(task.models, ctx.checkpoint(src), ctx.level_dir(src))
         for i, g in enumerate(ctx.groups(task)):
             self.prune(task.models[g], target, types=ctx.config.layers,
                        seed=mix(ctx.config.seed, index, i, 0x52414E44))
 
+    def choose_channels(self, ctx, method, index, target) -> dict:
+        from . import structure
+
+        src = method.source(index)
+        now = ctx.kept(src)
+        if self.name == "random":
+            return structure.choose_random(ctx.channel_groups, now, target, mix(ctx.config.seed, index, 0x52414E44))
+        if self.name != "magnitude":
+            return super().choose_channels(ctx, method, index, target)
+        trained = ctx.build_at(now)
+        ctx.load_models(trained.models, ctx.checkpoint(src), ctx.level_dir(src))
+        return structure.choose_by_score(lambda g: trained.models[g], ctx.channel_groups, now, target)
+
 
 class ReuseMasks(MaskSource):
-    """The masks of the same round of another run (``masks_from``), checked to fit."""
+    """The masks (or kept channels) of the same round of another run (``masks_from``), checked
+    to fit."""
 
     name = "reuse"
 
-    def choose(self, ctx, method, index, target, task) -> None:
+    def _ticket(self, ctx, method, index, target) -> Ticket:
         src = ctx.config.masks_from
         if src is None:
             raise SearchError(f"method {method.name} needs masks_from: an IMP run whose round masks it "
@@ -111,15 +130,27 @@ class ReuseMasks(MaskSource):
             raise SearchError(f"masks_from {src}: {level.name} was pruned to sparsity {got}, but this "
                               f"search's schedule asks for {target}; use the same prune_rate and "
                               "target_sparsity", "masks_from", "prune_rate", "target_sparsity")
+        return ticket
+
+    def choose(self, ctx, method, index, target, task) -> None:
+        ticket = self._ticket(ctx, method, index, target)
         try:
             ticket.validate(task.models)
         except TicketError as e:
-            raise SearchError(f"masks_from {src}: its masks do not fit this search's models ({e})",
-                              "masks_from") from None
+            raise SearchError(f"masks_from {ctx.config.masks_from}: its masks do not fit this search's "
+                              f"models ({e})", "masks_from") from None
         groups = set(ctx.groups(task))
         for n, m in masked_modules(task.models):
             if n.split(".", 1)[0] in groups:
                 m.set_mask(ticket.masks[n], apply=True)
+
+    def choose_channels(self, ctx, method, index, target) -> dict:
+        from .structure import kept_from_lists
+
+        ticket = self._ticket(ctx, method, index, target)
+        if not ticket.channels:
+            raise SearchError(f"masks_from {ctx.config.masks_from} is not a channel search", "masks_from")
+        return kept_from_lists(ticket.channels)
 
 
 class TicketMasks(MaskSource):
@@ -131,6 +162,11 @@ class TicketMasks(MaskSource):
         ticket = load_ticket(ctx.config.ticket)
         for n, m in masked_modules(task.models):
             m.set_mask(ticket.masks[n], apply=True)
+
+    def choose_channels(self, ctx, method, index, target) -> dict:
+        from .structure import kept_from_lists
+
+        return kept_from_lists(load_ticket(ctx.config.ticket).channels or {})
 
 
 def load_ticket(path) -> Ticket:
@@ -197,7 +233,8 @@ def _start_rewind(ctx, index, task, masks):
 
 
 def _start_continue(ctx, index, task, masks):
-    return dict(ctx.checkpoint(index - 1)), "none (keeps training)"
+    src = ctx.res.method.source(index)
+    return dict(ctx.checkpoint(src)), f"none (keeps training {ctx.level_dir(src).name})"
 
 
 def _start_reinit(ctx, index, task, masks):
@@ -230,6 +267,8 @@ class Method:
     schedule: str = "iterative"      # iterative | oneshot
     start: str = "rewind"            # rewind | continue | reinit | ticket
     internal: bool = False           # not offered by --method (lthgan transfer's)
+    structures: tuple[str, ...] = ("weight", "channel")   # the --structure values it works with
+    distill: bool = False            # rounds also learn from the dense trained G (content loss)
 
     def __post_init__(self):
         if self.schedule not in ("iterative", "oneshot"):
@@ -239,6 +278,9 @@ class Method:
 
     def check(self, config) -> None:
         """:class:`SearchError` for settings that have no effect with this method."""
+        if config.structure not in self.structures:
+            raise SearchError(f"method {self.name} applies to structure {' or '.join(self.structures)}, not "
+                              f"{config.structure}", "method", "structure")
         if self.start != "rewind" and config.rewind != "init":
             raise SearchError(f"rewind {config.rewind} has no effect with method {self.name} (its "
                               f"rounds start from {self.start_text}, not from a rewind point)",
@@ -251,6 +293,11 @@ class Method:
     def start_text(self) -> str:
         return {"rewind": "the rewind point", "continue": "the previous round's trained state",
                 "reinit": "another random init", "ticket": "the ticket's state"}[self.start]
+
+    def source(self, index: int) -> int:
+        """The level whose trained model round ``index`` prunes (and, for methods that keep
+        training, starts from): the previous round, or the dense level for one-shot methods."""
+        return index - 1 if self.schedule == "iterative" else 0
 
     def schedule_for(self, rate: float, target: float) -> list[float]:
         """The sparsity of each round: IMP's 1 - (1 - rate)^r clipped to ``target``, or just
@@ -303,9 +350,19 @@ register(Method("layerwise", "iterative magnitude pruning with the same share pr
 register(Method("random", "a global random mask at each sparsity, trained from θ0",
                 _CRITERIA["random"], schedule="oneshot"))
 register(Method("random-ticket", "the IMP masks of masks_from with another random init of G and D",
-                ReuseMasks(), schedule="oneshot", start="reinit"))
+                ReuseMasks(), schedule="oneshot", start="reinit", structures=("weight",)))
 register(Method("no-rewind", "standard pruning: prune by magnitude and keep training", _CRITERIA["magnitude"],
                 start="continue"))
+register(Method("finetune", "prune the dense trained model by magnitude straight to each sparsity, then "
+                "keep training it (the classic compression pipeline)", _CRITERIA["magnitude"],
+                schedule="oneshot", start="continue"))
+register(Method("distill", "GAN-Slimming-style compression: prune the dense trained model by magnitude "
+                "straight to each sparsity, then keep training it with a content loss towards the dense "
+                "trained G's outputs", _CRITERIA["magnitude"], schedule="oneshot", start="continue",
+                distill=True))
+register(Method("small-dense", "structure channel: a dense G of the per-layer widths of masks_from's rounds, "
+                "trained from a fresh init", ReuseMasks(), schedule="oneshot", start="reinit",
+                structures=("channel",)))
 register(Method("transfer", "a ticket file's masks and state (lthgan transfer)", TicketMasks(),
                 schedule="oneshot", start="ticket", internal=True))
 

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from .._io import atomic_write
 
-__all__ = ["plot"]
+__all__ = ["plot", "plot_macs"]
 
 
 def _point(lvl: dict, direction: str | None) -> tuple[float | None, float | None, bool | None]:
@@ -85,6 +85,62 @@ def plot(runs: Sequence, path) -> Path:
         axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         axes[0][-1].legend(handles=handles, fontsize=8, loc="best")
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def plot_macs(runs: Sequence, path) -> Path:
+    """``fid_vs_macs.png``: FID (each direction's panel) against the generators' MACs per
+    image. Structural levels sit at their own MACs; unstructured levels at their dense MACs
+    (masks save no compute), drawn with an x marker; dense as a star. Matching levels filled."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    dirs: list[str] = []
+    for r in runs:
+        for lvl in r.levels:
+            dirs += [d for d in (lvl.get("directions") or {}) if d not in dirs]
+    panels = dirs if len(dirs) > 1 else [None]
+    dense_macs = next((r.dense.get("macs") for r in runs if r.dense and r.dense.get("macs")), None)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels) + 2, 4.5), dpi=120, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0", "C1", "C2", "C3"])
+    for ax, d in zip(axes[0], panels):
+        for i, r in enumerate(runs):
+            c = colors[i % len(colors)]
+            structural = r.search.get("structure") == "channel"
+            pts = []
+            for lvl in r.levels:
+                fid, sd, ok = _point(lvl, d)
+                macs = lvl.get("macs") if structural else dense_macs
+                if fid is None or macs is None or (lvl.get("level", 0) == 0 and not structural):
+                    continue
+                pts.append((macs / 1e6, fid, sd, ok, lvl.get("level", 0) == 0))
+            if not pts:
+                continue
+            pts.sort()
+            xs, ys, sds, oks, is_dense = zip(*pts)
+            label = r.label + ("" if structural else " (unstructured: dense MACs)")
+            marker = "o" if structural else "x"
+            ax.errorbar(xs, ys, yerr=[s or 0.0 for s in sds], color=c, fmt=("-" if structural else "") + marker,
+                        ms=6, capsize=3, lw=1.2, label=label)
+            hollow = [(x, y) for x, y, ok, dn in zip(xs, ys, oks, is_dense) if ok is not True and not dn]
+            if hollow and structural:
+                ax.plot(*zip(*hollow), "o", ls="", ms=6, color=c, markerfacecolor="white", zorder=3)
+            dn = [(x, y) for x, y, isd in zip(xs, ys, is_dense) if isd]
+            if dn:
+                ax.plot(*zip(*dn), "*", ms=12, color=c, zorder=4)
+        ax.set_xscale("log")
+        ax.set_xlabel("generator MACs per image (millions, log scale)")
+        ax.set_ylabel(f"FID {d}" if d else "FID")
+        ax.grid(alpha=0.3, which="both")
+        ax.set_title(f"{runs[0].gan} on {runs[0].data}: FID against compute" + (f" ({d})" if d else ""),
+                     fontsize=10)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))

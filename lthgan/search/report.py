@@ -21,7 +21,7 @@ from typing import Sequence
 
 from .._io import atomic_write_text
 from .evaluation import fid_size_note
-from .plot import plot
+from .plot import plot, plot_macs
 from .rundir import RunDir, check_writable
 from .verdict import level_row, rule_text
 
@@ -195,7 +195,27 @@ def _directions(runs: Sequence[Run]) -> list[str]:
     return dirs if len(dirs) > 1 else []
 
 
-def _cells(r: Run, lvl: dict, dirs, has_d, has_label, has_seeds, multi) -> list[str]:
+def _si(v) -> str:
+    if v is None:
+        return ""
+    for unit, f in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if v >= f:
+            return f"{v / f:.3g}{unit}"
+    return f"{v:.3g}"
+
+
+def _cost_cells(r: Run, lvl: dict) -> list[str]:
+    """Parameters, MACs per image (and the reduction against the run's dense level) and CPU
+    latency at batch 1 / 64 of the evaluated generators (structural searches)."""
+    dense = (r.dense or {}).get("macs")
+    macs = lvl.get("macs")
+    red = f"{dense / macs:.2f}x" if dense and macs else ""
+    b1, b64 = lvl.get("latency_cpu_b1_ms"), lvl.get("latency_cpu_b64_ms")
+    lat = f"{b1:.2f} / {b64:.1f}" if b1 is not None and b64 is not None else ""
+    return [_si(lvl.get("params")), _si(macs), red, lat]
+
+
+def _cells(r: Run, lvl: dict, dirs, has_d, has_label, has_seeds, multi, has_cost=False) -> list[str]:
     row = ([r.label] if multi else []) + [
         lvl.get("name", ""), f"{100 * (lvl.get('sparsity_target') or 0):.2f}%",
         f"{100 * lvl.get('sparsity', 0):.2f}%", f"{100 * lvl.get('sparsity_overall', 0):.2f}%"]
@@ -211,6 +231,7 @@ def _cells(r: Run, lvl: dict, dirs, has_d, has_label, has_seeds, multi) -> list[
     if has_label:
         lk, sd = lvl.get("label_kept"), lvl.get("label_kept_sd")
         row.append("" if lk is None else f"{100 * lk:.1f}%" + (f" ± {100 * sd:.1f}" if sd is not None else ""))
+    row += _cost_cells(r, lvl) if has_cost else []
     row += [_images(lvl), _verdict(lvl)]
     if has_seeds:
         row.append(" / ".join(f"{p:.3f}" for p in (lvl.get("p_values") or {}).values()))
@@ -231,7 +252,9 @@ def _record(r: Run, lvl: dict, dirs) -> dict:
         rec[f"p_{d}"] = (lvl.get("p_values") or {}).get(d)
     rec.update({k: lvl.get(k) for k in ("is_mean", "is_std", "kid_mean", "kid_std", "label_kept",
                                         "label_kept_sd", "matching", "dense_fid", "tolerance", "extractor",
-                                        "reference", "train_time_s", "eval_time_s", "time_s")})
+                                        "reference", "params", "macs", "latency_cpu_b1_ms",
+                                        "latency_cpu_b64_ms", "latency_cuda_b1_ms", "latency_cuda_b64_ms",
+                                        "train_time_s", "eval_time_s", "time_s")})
     nf, nr = lvl.get("n_fake"), lvl.get("n_real")
     rec["n_fake"], rec["n_real"] = (json.dumps(nf), json.dumps(nr)) if isinstance(nf, dict) else (nf, nr)
     if not dirs:
@@ -245,13 +268,15 @@ def _rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[dict]]:
     has_d = any((lvl.get("d_sparsity") or 0) > 0 for r in runs for lvl in r.levels)
     has_label = any(lvl.get("label_kept") is not None for r in runs for lvl in r.levels)
     has_seeds = any(r.seeds > 1 for r in runs)
+    has_cost = any(lvl.get("macs") is not None for r in runs for lvl in r.levels)
     multi = len(runs) > 1
     head = (["run"] if multi else []) + ["level", "target", "sparsity", "sparsity (all params)"]
     head += (["D sparsity"] if has_d else []) + (["seeds"] if has_seeds else [])
     head += [f"FID {d}" for d in dirs] + (["FID (mean)"] if dirs else ["FID"])
-    head += ["IS", "KID"] + (["label kept"] if has_label else []) + ["images", "matching"]
-    head += (["p"] if has_seeds else []) + ["time"]
-    cells = [_cells(r, lvl, dirs, has_d, has_label, has_seeds, multi) for r in runs for lvl in r.levels]
+    head += ["IS", "KID"] + (["label kept"] if has_label else [])
+    head += ["params", "MACs/img", "MACs vs dense", "CPU ms b1 / b64"] if has_cost else []
+    head += ["images", "matching"] + (["p"] if has_seeds else []) + ["time"]
+    cells = [_cells(r, lvl, dirs, has_d, has_label, has_seeds, multi, has_cost) for r in runs for lvl in r.levels]
     records = [_record(r, lvl, dirs) for r in runs for lvl in r.levels]
     return head, cells, records
 
@@ -327,8 +352,13 @@ def summary_text(runs: Sequence[Run]) -> str:
              f"prune D: {'yes' if s.get('prune_d') else 'no'}, D init: {res.get('d_init')}, rewind: "
              f"{s.get('rewind')}{', KD from the dense D' if s.get('kd_d') else ''}.", ""]
     dirs = _directions(runs) or ["G"]
-    lines.append(f"- **Sparsity**: share of pruned weights among the generator's prunable weights "
-                 f"({s.get('layers')} layers), as reached, and among all its parameters.")
+    if s.get("structure") == "channel":
+        lines.append("- **Sparsity**: share of the generators' prunable channels removed (the generators are "
+                     "rebuilt narrower); params, MACs per image and CPU latency (median forward time, batch "
+                     "1 / 64) are those of the evaluated generators.")
+    else:
+        lines.append(f"- **Sparsity**: share of pruned weights among the generator's prunable weights "
+                     f"({s.get('layers')} layers), as reached, and among all its parameters.")
     lines.append(f"- **Matching**: {rule_text(seeds, s.get('tolerance', 0.0), dirs)}. The final "
                  "checkpoint of each round is compared; no best-of selection is made.")
     lines.append("- **Largest matching sparsity**: " + "; ".join(_largest_text(r) for r in runs) + ".")
@@ -380,6 +410,8 @@ def write_summary(run_dir) -> list[Run]:
     if any(r.seed_runs for r in runs):
         atomic_write_text(rd.summary_seeds_csv, seeds_csv_text(runs))
     plot(runs, rd.plot)
+    if any(lvl.get("macs") is not None for r in runs for lvl in r.levels):
+        plot_macs(runs, rd.path / RunDir.PLOT_MACS)
     return runs
 
 
@@ -398,4 +430,6 @@ def compare(paths: Sequence, out=None) -> tuple[str, Path]:
     atomic_write_text(out / RunDir.REPORT_MD, text)
     atomic_write_text(out / RunDir.REPORT_CSV, csv_text(runs))
     plot(runs, out / RunDir.PLOT)
+    if any(lvl.get("macs") is not None for r in runs for lvl in r.levels):
+        plot_macs(runs, out / RunDir.PLOT_MACS)
     return text, out

@@ -145,6 +145,7 @@ class RunDir:
     SUMMARY_MD = "summary.md"
     SUMMARY_CSV = "summary.csv"
     PLOT = "fid_vs_sparsity.png"
+    PLOT_MACS = "fid_vs_macs.png"    # runs with structural (channel) levels
     SUMMARY_SEEDS_CSV = "summary_seeds.csv"  # under --seeds: every seed's rows
     REPORT_MD = "report.md"          # lthgan report's files, in its --out folder
     REPORT_CSV = "report.csv"

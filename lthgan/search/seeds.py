@@ -94,24 +94,30 @@ class SeedSearch:
         if not todo:
             return
         procs, threads = parallel_workers(len(todo))
+        cores = procs * threads
         name = self.seeds[0].level(index).name
         self._say(f"{name}: {len(todo)} seed(s), {procs} at a time with {threads} thread(s) each")
-        running: list[tuple[RunDir, subprocess.Popen]] = []
+        running: list[tuple[RunDir, subprocess.Popen, int]] = []
         try:
             while todo or running:
                 while todo and len(running) < procs:
+                    # the seeds starting now share the cores the running ones leave free (the
+                    # last seed of a level gets them all)
+                    free = cores - sum(t for _, _, t in running)
+                    starting = min(procs - len(running), len(todo))
+                    t = max(1, free // starting)
                     s = todo.pop(0)
-                    running.append((s, _spawn(s, index, threads)))
+                    running.append((s, _spawn(s, index, t), t))
                 time.sleep(0.2)
-                for s, p in [r for r in running if r[1].poll() is not None]:
-                    running.remove((s, p))
+                for s, p, t in [r for r in running if r[1].poll() is not None]:
+                    running.remove((s, p, t))
                     if p.returncode != 0:
                         raise WorkerFailed(f"{s.path.name} failed at {name} (exit code {p.returncode}): "
                                            f"{_last_line(s)}; see {s.worker_log}")
         except BaseException:
-            for _, p in running:
+            for _, p, _ in running:
                 p.terminate()
-            for _, p in running:
+            for _, p, _ in running:
                 p.wait()
             raise
 

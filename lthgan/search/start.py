@@ -204,6 +204,14 @@ def check_ready(res: Resolved, run: RunDir | None = None, log: Callable[[str], N
         raise SearchError(f"an evaluation would score {n_fake} images against {n_real}; FID needs at least "
                           f"{MIN_EVAL_IMAGES} on each side", "data", "eval_samples")
     check_extractor(res.extractor, cfg.inception_weights)
+    if res.content_extractor == "vgg":
+        from ..metrics import MetricsError
+        from ..perceptual import check_vgg_weights
+
+        try:
+            check_vgg_weights(cfg.vgg_weights)
+        except MetricsError as e:
+            raise SearchError(f"vgg_weights: {e}", "vgg_weights", "content_extractor") from None
     note = fid_size_note(res.extractor, n_fake, n_real)
     if note and log is not None:
         log(note)

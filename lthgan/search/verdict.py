@@ -87,7 +87,8 @@ def aggregate(rows: Sequence[Mapping]) -> dict:
     ``kid_mean``, ``label_kept``, the sparsities and, per direction, the FID."""
     out: dict = {"seeds": len(rows)}
     for k in ("fid", "is_mean", "kid_mean", "label_kept", "sparsity", "sparsity_overall", "d_sparsity",
-              "time_s", "train_time_s", "eval_time_s"):
+              "time_s", "train_time_s", "eval_time_s", "params", "macs", "latency_cpu_b1_ms",
+              "latency_cpu_b64_ms", "latency_cuda_b1_ms", "latency_cuda_b64_ms"):
         vals = [r.get(k) for r in rows]
         if all(v is not None for v in vals) and vals:
             out[k], out[f"{k}_sd"] = _mean_sd(vals)
