@@ -51,21 +51,30 @@ def _panel(ax, runs, direction: str | None, colors) -> float:
     return xmax
 
 
-def plot(runs: Sequence, path) -> Path:
-    """Write the plot of ``runs`` (:class:`lthgan.search.report.Run`) to ``path``."""
+def _figure(runs: Sequence, extra_width: float):
+    """pyplot, the panels (one per direction; ``[None]`` for one direction), the figure, its
+    axes and the colour cycle."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
 
     dirs: list[str] = []
     for r in runs:
         for lvl in r.levels:
             dirs += [d for d in (lvl.get("directions") or {}) if d not in dirs]
     panels = dirs if len(dirs) > 1 else [None]
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels) + extra_width, 4.5), dpi=120,
+                             squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0", "C1", "C2", "C3"])
+    return plt, panels, fig, axes, colors
+
+
+def plot(runs: Sequence, path) -> Path:
+    """Write the plot of ``runs`` (:class:`lthgan.search.report.Run`) to ``path``."""
+    from matplotlib.lines import Line2D
+
+    plt, panels, fig, axes, colors = _figure(runs, extra_width=0)
     main = runs[0]
     ext = next((lvl.get("extractor") for r in runs for lvl in r.levels), None)
     seeds = max((r.seeds for r in runs), default=1)
@@ -96,19 +105,8 @@ def plot_macs(runs: Sequence, path) -> Path:
     """``fid_vs_macs.png``: FID (each direction's panel) against the generators' MACs per
     image. Structural levels sit at their own MACs; unstructured levels at their dense MACs
     (masks save no compute), drawn with an x marker; dense as a star. Matching levels filled."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    dirs: list[str] = []
-    for r in runs:
-        for lvl in r.levels:
-            dirs += [d for d in (lvl.get("directions") or {}) if d not in dirs]
-    panels = dirs if len(dirs) > 1 else [None]
+    plt, panels, fig, axes, colors = _figure(runs, extra_width=2)
     dense_macs = next((r.dense.get("macs") for r in runs if r.dense and r.dense.get("macs")), None)
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels) + 2, 4.5), dpi=120, squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0", "C1", "C2", "C3"])
     for ax, d in zip(axes[0], panels):
         for i, r in enumerate(runs):
             c = colors[i % len(colors)]
