@@ -207,3 +207,14 @@ def test_content_networks(tmp_path):
     one_error_line(invoke("search", "--preset", "tiny", "--method", "distill", "--content-extractor", "vgg",
                           "--out", tmp_path / "x"), "--vgg-weights", "never downloads")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_structural_ticket_transfers(channel_run, tmp_path):
+    run, _ = channel_run
+    r = invoke("transfer", "--ticket", run / "round-02", "--data", "digits-m", "--iterations", "2",
+               "--eval-samples", "64", "--device", "cpu", "--no-dense", "--quiet", "--out", tmp_path / "tr")
+    assert r.exit_code == 0, r.output
+    m = metrics(tmp_path / "tr", "round-01")
+    assert m["data"] == "digits-m" and m["sparsity"] == pytest.approx(metrics(run, "round-02")["sparsity"])
+    assert m["macs"] == pytest.approx(metrics(run, "round-02")["macs"])
+    assert kept(tmp_path / "tr", "round-01") == kept(run, "round-02")

@@ -250,7 +250,10 @@ class Search:
             method = self.res.method
             kept = method.masks.choose_channels(self, method, index, target)
             state, rewound = method.start_state(self, index, task, structure.unpruned_masks(task))
-            src = self.kept(method.source(index)) if method.start == "continue" else None
+            # the state's widths: the source level's (keeps training), the kept ones already (a
+            # transferred ticket's), else full (θ0, a rewind point, another init)
+            src = {"continue": lambda: self.kept(method.source(index)), "ticket": lambda: kept}.get(
+                method.start, lambda: None)()
             state = structure.slim_state(self.build, groups, state, kept, src)
             prov.update(method=self.config.method, rewind=rewound, d_init=self.res.d_init,
                         sparsity=structure.channel_sparsity(groups, kept))

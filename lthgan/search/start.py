@@ -239,11 +239,10 @@ def _check_masks_source(cfg: SearchConfig) -> None:
 
 def _check_ticket(res: Resolved) -> None:
     """The transferred ticket must fit the model this search builds."""
-    from .. import gans as _gans
     from ..ticket import TicketError
 
     ticket = _methods.load_ticket(res.config.ticket)
-    task = _gans.build(res.family.name, res.gan_config, seed=0)
+    task = _build_for(ticket, res.family.name, res.gan_config)
     try:
         ticket.validate(task.models)
     except TicketError as e:
@@ -367,16 +366,30 @@ def transfer_config(ticket, **given) -> SearchConfig:
         raise SearchError(f"ticket {path} does not say which model it belongs to (no gan and gan_config "
                           "in its provenance); transfer rebuilds the model from them", "ticket")
     try:
-        task = _gans.build(gan, gan_config, seed=0)
+        task = _build_for(t, gan, _gans.config_from_dict(gan, gan_config))
         t.validate(task.models)
     except (ValueError, TicketError) as e:
         raise SearchError(f"ticket {path} does not fit the {gan} model it names: {e}", "ticket") from None
     layers = prov.get("layers") or src.get("layers") or "conv"
-    sparsity = _methods.generator_sparsity(t.masks, task, layers)
+    structural = bool(t.channels)
+    sparsity = float(prov.get("sparsity") or 0.0) if structural else _methods.generator_sparsity(t.masks, task, layers)
     if not 0.0 < sparsity < 1.0:
         raise SearchError(f"ticket {path} has generator sparsity {sparsity:.4f}; transfer needs a pruned "
                           "ticket (a round-NN, not dense)", "ticket")
     fixed = {"gan": gan, "gan_config": gan_config, "method": "transfer", "ticket": str(path.resolve()),
              "target_sparsity": sparsity, "layers": layers,
-             "prune_d": bool(src.get("prune_d", prov.get("prune_d", False))), "preset": src.get("preset")}
+             "prune_d": bool(src.get("prune_d", prov.get("prune_d", False))), "preset": src.get("preset"),
+             "structure": "channel" if structural else "weight",
+             "gamma_l1": src.get("gamma_l1") if structural else None}
     return SearchConfig(**{**given, **fixed})
+
+
+def _build_for(ticket, gan: str, config):
+    """The models a ticket is applied to: a structural ticket's generators at its widths."""
+    from .. import gans as _gans
+    from .structure import groups_of, kept_from_lists, slice_task
+
+    task = _gans.build(gan, config, seed=0)
+    if ticket.channels:
+        slice_task(task, groups_of(_gans.family(gan), config), kept_from_lists(ticket.channels))
+    return task
