@@ -218,3 +218,12 @@ def test_a_structural_ticket_transfers(channel_run, tmp_path):
     assert m["data"] == "digits-m" and m["sparsity"] == pytest.approx(metrics(run, "round-02")["sparsity"])
     assert m["macs"] == pytest.approx(metrics(run, "round-02")["macs"])
     assert kept(tmp_path / "tr", "round-01") == kept(run, "round-02")
+
+
+def test_dcgan_channel_search(tmp_path):
+    cfg = SearchConfig(gan="dcgan", structure="channel", target_sparsity=0.2, **TINY)
+    run, rows = S.run_search(cfg, tmp_path / "dc", quiet=True)
+    assert rows[1]["macs"] < rows[0]["macs"] and rows[1]["sparsity"] > 0.15
+    task, models, _ = S.model_from_checkpoint(run / "round-01" / "checkpoint.safetensors")
+    z = gans.family("dcgan").generator_input(task.config, 2)
+    assert models["G"](z).shape == (2, 3, 16, 16)
