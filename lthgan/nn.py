@@ -7,6 +7,13 @@ gradient is exactly zero at pruned entries, so pruned weights stay exactly zero 
 optimizer whose update is zero for a zero gradient and zero state (SGD, Adam, AdamW with the
 weights kept masked; see :func:`set_mask`).
 
+Conversion (:func:`masked`) keeps a torch parametrization of the weight
+(``torch.nn.utils.parametrizations.spectral_norm``, ``weight_norm``, ...): the layer then
+computes with ``parametrized(weight * mask) * mask``, which is ``parametrized(weight) * mask``
+because pruned raw weights are kept zero, and no gradient reaches a pruned raw weight. A module
+registered under several names is converted once and stays shared. Loading a state dict
+re-zeroes the pruned entries of the raw weight, whatever the loaded weight holds there.
+
 Spectral norm: use :func:`spectral_norm` (not ``torch.nn.utils.spectral_norm``) on a masked
 layer. σ is then that of ``weight * mask``, exactly as a plain-PyTorch spectral norm of the
 masked weight, and ``weight`` stays the raw (pre-normalisation) tensor that pruning and
@@ -15,7 +22,7 @@ rewinding act on.
 from __future__ import annotations
 
 import fnmatch
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +32,11 @@ from torch.nn.utils import parametrize
 from . import ops
 
 __all__ = [
+    "MASKABLE_TYPES",
     "MaskedConv2d",
     "MaskedConvTranspose2d",
     "MaskedLinear",
+    "built_class",
     "is_masked",
     "masked",
     "masked_modules",
@@ -45,6 +54,7 @@ class _MaskedMixin:
     def _init_mask(self) -> None:
         w = raw_weight(self)
         self.register_buffer("mask", torch.ones(w.shape, dtype=torch.bool, device=w.device))
+        self.register_load_state_dict_post_hook(_rezero_after_load)
 
     @torch.no_grad()
     def set_mask(self, mask: Tensor, apply: bool = True) -> None:
@@ -66,7 +76,9 @@ class _MaskedMixin:
     def _masked_weight_source(self) -> Tensor:
         if getattr(self, "sn_eps", None) is not None:
             return _sn_weight(self)
-        return self.weight  # the parametrized weight when a torch parametrization is present
+        if parametrize.is_parametrized(self, "weight"):
+            return _parametrized_masked_weight(self)
+        return self.weight
 
     def effective_weight(self) -> Tensor:
         """The weight the layer computes with: masked, and spectrally normalised if enabled."""
@@ -134,6 +146,8 @@ _MASKED_OF = {
     nn.Linear: MaskedLinear,
 }
 _PLAIN_OF = {v: k for k, v in _MASKED_OF.items()}
+#: the torch layer classes :func:`masked` converts (exactly these classes, not subclasses)
+MASKABLE_TYPES: tuple[type[nn.Module], ...] = tuple(_MASKED_OF)
 
 
 def is_masked(module: nn.Module) -> bool:
@@ -147,12 +161,49 @@ def masked_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def raw_weight(module: nn.Module) -> Tensor:
-    """The trainable tensor behind ``module.weight``: the parametrization's ``original`` under a
-    torch parametrization, else ``module.weight`` itself (also under :func:`spectral_norm`,
-    which keeps the raw weight at ``module.weight``)."""
+    """The trainable tensor behind ``module.weight``: under a torch parametrization the
+    parametrization's ``original`` (with several originals, as under ``weight_norm``'s
+    ``(g, v)``, the one of most entries: ``v``), else ``module.weight`` itself (also under
+    :func:`spectral_norm`, which keeps the raw weight at ``module.weight``)."""
     if parametrize.is_parametrized(module, "weight"):
-        return module.parametrizations["weight"].original
+        return _weight_original(module.parametrizations["weight"])
     return module.weight
+
+
+def _originals(plist) -> list[Tensor]:
+    if plist.is_tensor:
+        return [plist.original]
+    return [getattr(plist, f"original{i}") for i in range(plist.ntensors)]
+
+
+def _weight_original(plist) -> Tensor:
+    originals = _originals(plist)
+    return max(originals, key=lambda t: t.numel())  # the first of the largest
+
+
+def _parametrized_masked_weight(module: nn.Module) -> Tensor:
+    """``parametrized(raw * mask)``: the parametrization chain of ``module.weight`` evaluated on
+    the masked raw weight, so that no gradient reaches a pruned raw entry (torch's spectral
+    norm, say, would otherwise send one through σ). Equal to ``module.weight`` while the pruned
+    raw entries are zero. torch's parametrization cache (``parametrize.cached()``) is not used."""
+    plist = module.parametrizations["weight"]
+    raw = _weight_original(plist)
+    mask = module.mask
+    args = [t * mask if t is raw else t for t in _originals(plist)]
+    x = plist[0](*args)
+    for i in range(1, len(plist)):
+        x = plist[i](x)
+    return x
+
+
+def _rezero_after_load(module: nn.Module, incompatible_keys) -> None:
+    """``load_state_dict`` post hook of the masked layers: a loaded weight may carry non-zero
+    entries at pruned positions; set them back to 0 (runs after the layer's own tensors and
+    its parametrization's originals are loaded)."""
+    if is_masked(module):
+        with torch.no_grad():
+            w = raw_weight(module)
+            ops.rewind_([w], [w], [module.mask])
 
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:
@@ -164,8 +215,57 @@ def _check_types(types) -> tuple[type, ...]:
     for t in types:
         if t not in _MASKED_OF:
             raise ValueError(f"cannot mask layers of type {getattr(t, '__name__', t)!r}; "
-                             f"supported: {', '.join(k.__name__ for k in _MASKED_OF)}")
+                             f"supported: {', '.join(k.__name__ for k in _MASKED_OF)} "
+                             "(subclasses of these, such as MultiheadAttention's out_proj, "
+                             "are left as they are)")
     return types
+
+
+def built_class(module: nn.Module) -> type:
+    """The class ``module`` was built as: under a torch parametrization, the class that
+    ``register_parametrization`` subclassed (``ParametrizedConv2d`` -> ``Conv2d``).
+
+    ``masked`` converts a layer when its built class is exactly one of its ``types``, and
+    ``lthgan.prune`` selects plain layers by the same rule. A subclass is not converted: its
+    forward may not call the layer's own (``nn.MultiheadAttention`` reads ``out_proj.weight``
+    directly, so a mask on ``out_proj`` would never be applied)."""
+    cls = type(module)
+    if parametrize.is_parametrized(module):
+        cls = cls.__bases__[0]
+    return cls
+
+
+def _check_convertible(name: str, module: nn.Module) -> None:
+    """Refuse, with one clear line, a layer whose weight cannot be masked faithfully."""
+    shown = name or "<root>"
+    for hook in module._forward_pre_hooks.values():
+        kind = type(hook).__name__
+        if kind in ("SpectralNorm", "WeightNorm"):
+            raise ValueError(
+                f"layer {shown!r} ({type(module).__name__}) has torch's hook-based {kind} "
+                f"(torch.nn.utils.{'spectral' if kind == 'SpectralNorm' else 'weight'}_norm), "
+                "which lthgan.nn.masked cannot keep; use the parametrization "
+                "(torch.nn.utils.parametrizations.*) or lthgan.nn.spectral_norm after masked(), "
+                "or leave the layer out with exclude=[...]")
+    if not parametrize.is_parametrized(module, "weight"):
+        return
+    plist = module.parametrizations["weight"]
+    raw = _weight_original(plist)
+    same = [t for t in _originals(plist) if t.numel() == raw.numel()]
+    modes = [(m, m.training) for m in module.modules()]
+    try:  # eval mode: torch's spectral norm does no power iteration there
+        module.eval()
+        with torch.no_grad():
+            shape = module.weight.shape
+    finally:
+        for m, training in modes:
+            m.training = training
+    if len(same) != 1 or raw.shape != shape or not isinstance(raw, nn.Parameter):
+        raise ValueError(
+            f"layer {shown!r} ({type(module).__name__}): its weight parametrization has no single "
+            f"original of the weight's shape {list(shape)} (originals: "
+            f"{[list(t.shape) for t in _originals(plist)]}), so there is no raw weight to mask; "
+            "leave the layer out with exclude=[...]")
 
 
 def _swap(parent: nn.Module, child_name: str, new: nn.Module) -> None:
@@ -176,14 +276,45 @@ def _swap(parent: nn.Module, child_name: str, new: nn.Module) -> None:
 
 
 def _convert(old: nn.Module, new_cls: type) -> nn.Module:
-    """A ``new_cls`` instance sharing ``old``'s parameters, buffers, hooks and parametrizations."""
+    """A ``new_cls`` instance sharing ``old``'s parameters, buffers, hooks and parametrizations
+    (under a parametrization, a parametrized subclass of ``new_cls``, made as torch makes it)."""
     new = new_cls.__new__(new_cls)
     new.__dict__ = old.__dict__.copy()
     # fresh containers so the two objects do not alias each other's registries
     for key in ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"):
         if key in old.__dict__:
             new.__dict__[key] = old.__dict__[key].copy()
+    if parametrize.is_parametrized(old):
+        # torch's own steps of register_parametrization (private helpers, no public API)
+        parametrize._inject_new_class(new)
+        for tensor_name in new.parametrizations:
+            parametrize._inject_property(new, tensor_name)
     return new
+
+
+def _replace_modules(model: nn.Module,
+                     replacement: Callable[[nn.Module, list[str]], nn.Module | None]) -> nn.Module:
+    """Swap each module of ``model`` for ``replacement(module, names)`` where that is not None,
+    at every name the module is registered under (``names``): a shared module is replaced
+    once and stays shared. Returns the root (replaced when the model itself is)."""
+    names: dict[int, list[str]] = {}
+    modules: dict[int, nn.Module] = {}
+    for name, mod in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(mod), []).append(name)
+        modules[id(mod)] = mod
+    swaps = []
+    for key, mod in modules.items():
+        new = replacement(mod, names[key])
+        if new is not None:
+            swaps.extend((name, new) for name in names[key])
+    root = model
+    for name, new in swaps:
+        if name == "":
+            root = new
+            continue
+        parent_name, _, child = name.rpartition(".")
+        _swap(model.get_submodule(parent_name) if parent_name else model, child, new)
+    return root
 
 
 @torch.no_grad()
@@ -192,58 +323,58 @@ def masked(model: nn.Module, types=(nn.Conv2d, nn.ConvTranspose2d),
     """Convert ``model``'s layers of ``types`` to lthgan's masked layers, in place, keeping their
     weights (and any parametrization), and return the model. Layers whose qualified name
     matches a pattern in ``exclude`` (fnmatch) stay as they are. Outputs are unchanged: every
-    mask starts all True."""
+    mask starts all True.
+
+    A layer is converted when the class it was built as (:func:`built_class`) is exactly one of
+    ``types``; subclasses stay as they are. A module registered under several names is
+    converted once, is left out if any of its names is excluded, and stays shared. A layer with
+    torch's hook-based ``spectral_norm``/``weight_norm``, or a weight parametrization without a
+    single original of the weight's shape, raises ValueError naming it."""
     types = _check_types(types)
     if isinstance(exclude, str):
         exclude = (exclude,)
-    targets = []
-    for name, mod in model.named_modules():
-        if is_masked(mod) or type(mod) not in types or _matches(name, exclude):
-            continue
-        targets.append((name, mod))
-    if not targets:
-        return model
-    root_swap = None
-    for name, mod in targets:
-        new = _convert(mod, _MASKED_OF[type(mod)])
+
+    def replacement(mod: nn.Module, names: list[str]) -> nn.Module | None:
+        if is_masked(mod) or built_class(mod) not in types:
+            return None
+        if any(_matches(name, exclude) for name in names):
+            return None
+        _check_convertible(names[0], mod)
+        new = _convert(mod, _MASKED_OF[built_class(mod)])
         new._init_mask()
-        if name == "":
-            root_swap = new
-            continue
-        parent_name, _, child = name.rpartition(".")
-        _swap(model.get_submodule(parent_name) if parent_name else model, child, new)
-    return root_swap if root_swap is not None else model
+        return new
+
+    return _replace_modules(model, replacement)
 
 
 @torch.no_grad()
 def unmasked(model: nn.Module) -> nn.Module:
     """Plain torch layers with the masks multiplied into the weights, in place; returns the
     model. Spectral norm added by :func:`spectral_norm` is replaced by torch's own on the
-    masked weight (σ stays that of the masked weight)."""
-    root_swap = None
-    for name, mod in list(model.named_modules()):
-        if not is_masked(mod):
-            continue
-        w = raw_weight(mod)
-        ops.rewind_([w], [w], [mod.mask])
-        plain_cls = _PLAIN_OF[type(mod)]
-        new = _convert(mod, plain_cls)
-        del new._buffers["mask"]
-        sn = getattr(mod, "sn_eps", None) is not None
-        if sn:
-            u, v = new._buffers.pop("sn_u"), new._buffers.pop("sn_v")
-            n_iter, eps = new.__dict__.pop("sn_n_power_iterations"), new.__dict__.pop("sn_eps")
-            torch.nn.utils.parametrizations.spectral_norm(new, n_power_iterations=n_iter, eps=eps)
-            p = new.parametrizations["weight"][0]
-            p._u.copy_(u)
-            p._v.copy_(v)
-        if name == "":
-            root_swap = new
-            continue
-        parent_name, _, child = name.rpartition(".")
-        _swap(model.get_submodule(parent_name) if parent_name else model, child, new)
-    return root_swap if root_swap is not None else model
+    masked weight (σ stays that of the masked weight); a torch parametrization is kept."""
 
+    def replacement(mod: nn.Module, names: list[str]) -> nn.Module | None:
+        return _plain(mod) if is_masked(mod) else None
+
+    return _replace_modules(model, replacement)
+
+
+def _plain(mod: nn.Module) -> nn.Module:
+    w = raw_weight(mod)
+    ops.rewind_([w], [w], [mod.mask])
+    new = _convert(mod, _PLAIN_OF[built_class(mod)])
+    del new._buffers["mask"]
+    hooks = new._load_state_dict_post_hooks
+    for key in [k for k, h in hooks.items() if h is _rezero_after_load]:
+        del hooks[key]
+    if getattr(mod, "sn_eps", None) is not None:
+        u, v = new._buffers.pop("sn_u"), new._buffers.pop("sn_v")
+        n_iter, eps = new.__dict__.pop("sn_n_power_iterations"), new.__dict__.pop("sn_eps")
+        torch.nn.utils.parametrizations.spectral_norm(new, n_power_iterations=n_iter, eps=eps)
+        p = new.parametrizations["weight"][0]
+        p._u.copy_(u)
+        p._v.copy_(v)
+    return new
 
 # ---------------------------------------------------------------------------------------------
 # spectral norm of the masked weight
@@ -267,6 +398,9 @@ def spectral_norm(module: nn.Module, n_power_iterations: int = 1, eps: float = 1
                         "first")
     if getattr(module, "sn_eps", None) is not None:
         raise ValueError(f"spectral norm is already applied to this {type(module).__name__}")
+    if parametrize.is_parametrized(module, "weight"):
+        raise ValueError(f"this {type(module).__name__}'s weight has a torch parametrization "
+                         "already; lthgan.nn.spectral_norm needs a plain masked layer")
     if isinstance(n_power_iterations, bool) or int(n_power_iterations) <= 0:
         raise ValueError(f"n_power_iterations must be a positive int, got {n_power_iterations!r}")
     if not eps > 0:

@@ -26,7 +26,7 @@ from torch import nn
 
 from . import ops
 from ._io import atomic_write_json
-from .nn import is_masked, masked_modules, raw_weight
+from .nn import MASKABLE_TYPES, built_class, is_masked, masked_modules, raw_weight
 
 __all__ = [
     "CONV_TYPES",
@@ -121,8 +121,15 @@ def prunable(
     dense), ``"conv+linear"``, or a tuple of ``nn.Module`` classes. ``exclude`` holds
     fnmatch patterns (case-sensitive) of module names to leave dense, e.g. ``("D.*",)``.
 
-    Every selected module must be an lthgan masked layer; a plain torch layer raises a
-    ``TypeError`` that suggests ``lthgan.nn.masked(model)``.
+    A masked layer is selected when it is an instance of one of ``types``; a plain layer when
+    the class it was built as (``lthgan.nn.built_class``) is exactly one of ``types``, the
+    rule ``lthgan.nn.masked`` converts by. Subclasses of the torch layers are neither
+    converted nor selected: ``nn.MultiheadAttention``'s ``out_proj`` (a Linear subclass whose
+    weight the attention reads directly, so a mask there would not apply) stays dense.
+
+    Every selected module must be an lthgan masked layer; a selected plain torch layer raises
+    a ``TypeError`` that suggests the ``lthgan.nn.masked`` call that converts it (or a
+    ``ValueError`` where lthgan cannot mask that class).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -130,31 +137,35 @@ def prunable(
     patterns = _resolve_exclude(exclude)
     out: list[PrunableWeight] = []
     for name, module in model.named_modules():
-        if not isinstance(module, classes):
+        masked_layer = is_masked(module)
+        if not (isinstance(module, classes) if masked_layer else built_class(module) in classes):
             continue
         if any(fnmatch.fnmatchcase(name, p) for p in patterns):
             continue
-        if not is_masked(module):
-            shown = name or "<root>"
-            hint = "lthgan.nn.masked(model)"
-            if not isinstance(module, CONV_TYPES):
-                kinds = ", ".join(f"nn.{t.__name__}" for t in CONV_TYPES + (_torch_base(module),))
-                hint = f"lthgan.nn.masked(model, types=({kinds}))"
-            raise TypeError(
-                f"layer {shown!r} ({type(module).__name__}) is selected for pruning but is a plain "
-                f"torch layer without a mask; convert the model first with `{hint}`, "
-                "or leave it out with exclude=[...]"
-            )
+        if not masked_layer:
+            _refuse_plain(name, module)
         out.append(PrunableWeight(name, module, raw_weight(module), module.mask))
     return out
 
 
-def _torch_base(module: nn.Module) -> type:
-    """The torch.nn class a module derives from (for error messages)."""
-    for cls in type(module).__mro__:
-        if cls.__module__.startswith("torch.nn"):
-            return cls
-    return type(module)
+def _refuse_plain(name: str, module: nn.Module) -> None:
+    """The error for a selected plain layer, with the fix that works for it."""
+    shown, cls = name or "<root>", built_class(module)
+    if cls not in MASKABLE_TYPES:
+        raise ValueError(
+            f"layer {shown!r} ({cls.__name__}) is selected for pruning, but lthgan can only mask "
+            f"{', '.join(t.__name__ for t in MASKABLE_TYPES)} layers; drop {cls.__name__} from "
+            "types=, or leave the layer out with exclude=[...]"
+        )
+    hint = "lthgan.nn.masked(model)"
+    if cls not in CONV_TYPES:
+        kinds = ", ".join(f"nn.{t.__name__}" for t in CONV_TYPES + (cls,))
+        hint = f"lthgan.nn.masked(model, types=({kinds}))"
+    raise TypeError(
+        f"layer {shown!r} ({type(module).__name__}) is selected for pruning but is a plain "
+        f"torch layer without a mask; convert the model first with `{hint}`, "
+        "or leave it out with exclude=[...]"
+    )
 
 
 def _select(model, sel) -> list[PrunableWeight]:
