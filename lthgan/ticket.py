@@ -327,7 +327,7 @@ class Ticket:
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         layers = masked_modules(model)
         names = {n for n, _ in layers}
-        mask_plan = []  # (module, raw weight, ticket mask)
+        mask_plan = []  # (layer name, module, raw weight, ticket mask)
         for name, module in layers:
             if name not in self.masks:
                 raise TicketError(f"the ticket has no mask for the model's masked layer {name!r}")
@@ -338,7 +338,7 @@ class Ticket:
                     f"mask of layer {name!r} has shape {list(m.shape)}, but the model's weight "
                     f"there has shape {list(w.shape)}"
                 )
-            mask_plan.append((module, w, m))
+            mask_plan.append((name, module, w, m))
         for name in self.masks:
             if name not in names:
                 raise TicketError(
@@ -366,46 +366,115 @@ class Ticket:
         self._plan(model)
 
     def apply(self, model: nn.Module) -> nn.Module:
-        """Set the masks and rewind ``model`` to the ticket's state, in place.
+        """Set the masks and rewind ``model`` to the ticket's state, in place; all or nothing.
 
-        Everything is checked first (layer names, shapes, dtypes; a missing or extra layer or
-        state key raises :class:`TicketError` naming the first mismatching tensor) and the
-        model is left untouched on error. Then every mask buffer is set in place, every
-        parameter is rewound by one ``lthgan.ops.rewind_`` call (masked weights to
+        Everything is checked before the first write, and the model is left untouched on
+        any error (:class:`TicketError` naming the tensor): layer names, shapes and dtypes, a
+        missing or extra layer or state key; tied tensors whose ticket values differ; model
+        tensors that cannot be written in place: two of them sharing memory (two Parameters
+        on one storage), an expanded view (stride 0) the ticket would change, an inference
+        tensor, a non-strided layout. Then every mask buffer is set in place, the parameters
+        are rewound by one ``lthgan.ops.rewind_`` call per device (masked weights to
         ``where(mask, state, 0)``, the others to a plain copy) and every buffer is copied in
         place. Parameters and buffers keep their identity, so optimizers built on the model
         still refer to the right tensors. Returns the model.
         """
         mask_plan, model_state = self._plan(model)
-        # Stage every source on its target's device before touching the model.
-        masks_dev = [(module, m.to(w.device)) for module, w, m in mask_plan]
-        masked_weight = {id(w): i for i, (_, w, _) in enumerate(mask_plan)}
-        params, sources, rw_masks, buffers = [], [], [], []
-        seen: set[int] = set()
+        writes = _WritePlan.stage(self, mask_plan, model_state)
+        writes.run()
+        return model
+
+
+def _byte_range(t: torch.Tensor) -> tuple[int, int, int]:
+    """(storage pointer, first byte, one past the last byte) that ``t`` can touch."""
+    lo = hi = 0
+    for size, stride in zip(t.shape, t.stride()):
+        reach = (size - 1) * stride
+        lo, hi = (lo + reach, hi) if reach < 0 else (lo, hi + reach)
+    start = t.storage_offset() * t.element_size()
+    return (t.untyped_storage().data_ptr(), start + lo * t.element_size(),
+            start + (hi + 1) * t.element_size())
+
+
+def _check_writable(key: str, t: torch.Tensor, src: torch.Tensor) -> bool:
+    """Whether ``t`` needs writing (False: an expanded view already equal to ``src``);
+    raises TicketError where it cannot be written in place."""
+    if t.layout != torch.strided:
+        raise TicketError(f"the model's tensor {key!r} has layout {t.layout}; apply writes strided "
+                          "tensors only")
+    if t.is_inference() and not torch.is_inference_mode_enabled():
+        raise TicketError(f"the model's tensor {key!r} is an inference tensor (made under "
+                          "torch.inference_mode), which cannot be written outside it")
+    if any(st == 0 and n > 1 for n, st in zip(t.shape, t.stride())):
+        if torch.equal(t, src):
+            return False
+        raise TicketError(
+            f"the model's tensor {key!r} is an expanded view (stride {list(t.stride())}), whose "
+            "entries share memory, and the ticket's values for it differ; apply cannot write it")
+    return True
+
+
+class _WritePlan:
+    """Every write of :meth:`Ticket.apply`, staged and checked before the first one runs."""
+
+    def __init__(self):
+        self.masks: list[tuple[nn.Module, torch.Tensor]] = []
+        self.params: dict[torch.device, tuple[list, list, list]] = {}
+        self.buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.targets: list[tuple[str, torch.Tensor]] = []  # every tensor written, by key
+
+    @classmethod
+    def stage(cls, ticket: "Ticket", mask_plan, model_state) -> "_WritePlan":
+        plan = cls()
+        # sources are moved to their target's device before anything is written
+        masks_dev = {id(w): m.to(w.device) for _, _, w, m in mask_plan}
+        for name, module, w, _ in mask_plan:
+            plan.masks.append((module, masks_dev[id(w)]))
+            plan.targets.append((_mask_key(name), module.mask))
+        first_key: dict[int, str] = {}
         for key, t in model_state.items():
-            if id(t) in seen:  # tied tensors: rewind once
+            src = ticket.state[key]
+            if id(t) in first_key:  # tied tensors: written once, so their values must agree
+                other = first_key[id(t)]
+                if not torch.equal(src, ticket.state[other]):
+                    raise TicketError(f"state tensors {other!r} and {key!r} are one tensor in the "
+                                      "model (tied), but the ticket holds different values for them")
                 continue
-            seen.add(id(t))
-            src = self.state[key].to(t.device)
+            first_key[id(t)] = key
+            src = src.to(t.device)
+            if not _check_writable(key, t, src):
+                continue
+            plan.targets.append((key, t))
             if isinstance(t, nn.Parameter):
-                params.append(t)
-                sources.append(src)
-                i = masked_weight.get(id(t))
-                rw_masks.append(None if i is None else masks_dev[i][1])
+                ps, ss, ms = plan.params.setdefault(t.device, ([], [], []))
+                ps.append(t)
+                ss.append(src)
+                ms.append(masks_dev.get(id(t)))
             else:
-                buffers.append((t, src))
-        for module, w, _ in mask_plan:
-            if id(w) not in seen:
+                plan.buffers.append((t, src))
+        for _, module, w, _ in mask_plan:
+            if id(w) not in first_key:
                 raise TicketError(
                     f"the raw weight of a masked {type(module).__name__} is not a parameter in the "
                     "model's state_dict, so it cannot be rewound"
                 )
+        plan._check_no_shared_memory()
+        return plan
 
+    def _check_no_shared_memory(self) -> None:
+        spans = sorted((_byte_range(t), key) for key, t in self.targets
+                       if t.numel() and t.device.type != "meta")
+        for (a, key_a), (b, key_b) in zip(spans, spans[1:]):
+            if a[0] == b[0] and b[1] < a[2]:
+                raise TicketError(
+                    f"the model's tensors {key_a!r} and {key_b!r} share memory, so writing one "
+                    "would change the other; apply needs every tensor it writes to have its own")
+
+    def run(self) -> None:
         with torch.no_grad():
-            for module, m in masks_dev:
+            for module, m in self.masks:
                 module.set_mask(m, apply=False)
-            if params:
-                ops.rewind_(params, sources, rw_masks)
-            for t, src in buffers:
+            for ps, ss, ms in self.params.values():
+                ops.rewind_(ps, ss, ms)
+            for t, src in self.buffers:
                 t.copy_(src)
-        return model
