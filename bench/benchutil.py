@@ -127,15 +127,12 @@ def impl_rows(impls: Sequence[str] = ("lthgan", "prune-hook")):
 
 
 def gan_data(gan: str, config, seed: int = 0):
-    """Random training images of the config's size (data loading is not benchmarked)."""
-    from lthgan.profile import RandomImages
+    """Random training images of the config's size (data loading is not benchmarked): two
+    batches' worth of the largest batch the config draws."""
+    from lthgan.profile import gan_data as random_data
 
-    ch, res = int(config.channels), int(config.resolution)
-    if gan == "sngan":
-        n = 2 * max(int(config.g_batch), int(config.d_batch))
-        return RandomImages(n, ch, res, seed, "random")
-    n = max(8, 2 * int(config.batch))
-    return (RandomImages(n, ch, res, seed, "random-A"), RandomImages(n, ch, res, seed + 1, "random-B"))
+    batch = max(int(getattr(config, a)) for a in ("batch", "g_batch", "d_batch") if hasattr(config, a))
+    return random_data(gan, config, seed, n=max(8, 2 * batch))
 
 
 def build_variant(gan: str, preset: str, impl: str, sparsity: float | None, device, seed: int = 0):
