@@ -181,3 +181,58 @@ def make_trainer(task, device, amp=None, seed: int = 0):
 
     return gans.make_trainer(task, gan_data(task.name, task.config, seed), iterations=10**6,
                              device=device, seed=seed, amp=amp)
+
+
+# --------------------------------------------------------------------------------------------
+# optimizers and pruned plain models (the gradient-penalty and resnet18 suites)
+
+
+def adam(impl: str, params, **kwargs) -> torch.optim.Optimizer:
+    """The Adam of a row: ``lthgan.optim.Adam`` (drop-in for torch's) on the lthgan rows,
+    torch's fastest setting, ``Adam(fused=True)``, on the dense and prune-hook rows."""
+    if impl == "lthgan":
+        from lthgan.optim import Adam
+
+        return Adam(params, **kwargs)
+    return torch.optim.Adam(params, fused=True, **kwargs)
+
+
+def pruned_variant(model: torch.nn.Module, impl: str, sparsity: float | None, types: str = "conv"):
+    """``(model, masks)`` for one row, from a plain torch model (its θ0):
+
+    * ``dense``: the model as it is, no masks;
+    * ``lthgan``: converted to lthgan's masked layers of ``types`` and pruned by global
+      magnitude to ``sparsity``;
+    * ``prune-hook``: the same masks put on the plain model with
+      ``torch.nn.utils.prune.custom_from_mask``.
+    """
+    from torch.nn.utils import prune as tprune
+
+    from lthgan.nn import masked, unmasked
+    from lthgan.prune import LINEAR_TYPES, CONV_TYPES, global_magnitude
+
+    if impl == "dense":
+        return model, {}
+    if impl not in ("lthgan", "prune-hook"):
+        raise ValueError(f"unknown impl {impl!r}; expected dense, lthgan or prune-hook")
+    layer_types = CONV_TYPES + (LINEAR_TYPES if types == "conv+linear" else ())
+    model = masked(model, types=layer_types)
+    masks = global_magnitude(model, sparsity, types=types)
+    if impl == "prune-hook":
+        model = unmasked(model)
+        for name, m in masks.items():
+            tprune.custom_from_mask(model.get_submodule(name), "weight", m)
+    return model, masks
+
+
+def pruned_entries_are_zero(model: torch.nn.Module, impl: str, masks) -> bool:
+    """Whether every pruned weight is exactly zero: the raw weight of an lthgan layer, the
+    weight the prune hook rebuilt in the last forward."""
+    from lthgan.nn import raw_weight
+
+    for name, m in masks.items():
+        layer = model.get_submodule(name)
+        w = raw_weight(layer) if impl == "lthgan" else layer.weight
+        if torch.count_nonzero(w.detach()[~m]) != 0:
+            return False
+    return True

@@ -177,10 +177,15 @@ def rewind(rows, targets: dict) -> str:
                   "foreach copy+mul ms", "rewind_/foreach", "rewind_/load_state_dict"], body)
 
 
-def step(rows, targets: dict) -> str:
-    groups = _index(rows, "step")
-    body = []
-    worst = []
+_VS_DENSE_HEAD = ["sparsity", "dense ms", "lthgan ms", "prune-hook ms", "lthgan/dense",
+                  "prune-hook/dense", "lthgan/prune-hook"]
+
+
+def _vs_dense(rows, suite: str, label: list[str]):
+    """Rows of a dense / lthgan / prune-hook suite: the table body (``label`` fields of the
+    extra_info first) and, for fp32 rows, (lthgan/dense, prune-hook/dense or None, name)."""
+    groups = _index(rows, suite)
+    body, figures = [], []
     for name in sorted(groups):
         g = groups[name]
         info = next(iter(g.values()))["extra_info"]
@@ -189,13 +194,31 @@ def step(rows, targets: dict) -> str:
             lt, ph = _get(g, "lthgan", s), _get(g, "prune-hook", s)
             if lt is None and ph is None:
                 continue
-            body.append([info["gan"], info["preset"], info["precision"], f"{s:g}", ms(dense),
-                         ms(lt), ms(ph), ratio(lt, dense), ratio(ph, dense), ratio(lt, ph)])
-            if lt and dense and info["precision"] == "fp32":
-                worst.append((lt / dense, f"{info['gan']} {info['preset']} sp{s:g}"))
-    targets["step"] = worst
-    return table(["GAN", "preset", "precision", "sparsity", "dense ms", "lthgan ms",
-                  "prune-hook ms", "lthgan/dense", "prune-hook/dense", "lthgan/prune-hook"], body)
+            cells = [str(info.get(k, "?")) for k in label]
+            body.append(cells + [f"{s:g}", ms(dense), ms(lt), ms(ph), ratio(lt, dense),
+                                 ratio(ph, dense), ratio(lt, ph)])
+            if lt and dense and info.get("precision", "fp32") == "fp32":
+                figures.append((lt / dense, ph / dense if ph else None, " ".join(cells) + f" sp{s:g}"))
+    return body, figures
+
+
+def step(rows, targets: dict) -> str:
+    body, figures = _vs_dense(rows, "step", ["gan", "preset", "precision"])
+    targets["step"] = [(r, n) for r, _, n in figures]
+    targets["step_vs_hook"] = [(r, h, n) for r, h, n in figures if h is not None]
+    return table(["GAN", "preset", "precision"] + _VS_DENSE_HEAD, body)
+
+
+def resnet(rows, targets: dict) -> str:
+    body, figures = _vs_dense(rows, "resnet", ["case"])
+    targets["resnet"] = figures
+    return table(["model"] + _VS_DENSE_HEAD, body)
+
+
+def penalty(rows, targets: dict) -> str:
+    body, figures = _vs_dense(rows, "penalty", ["case"])
+    targets["penalty"] = figures
+    return table(["critic step"] + _VS_DENSE_HEAD, body)
 
 
 def round_(rows, targets: dict) -> str:
@@ -257,6 +280,7 @@ def verdicts(targets: dict, device: str) -> str:
              f"({worst[1]}); all: " + ", ".join(f"{r:.3f} ({n})" for r, n in st))
     else:
         line(None, "training step vs dense: no step rows")
+    _step_verdicts(targets, lim_step, line, out)
     sp = targets.get("topk_speedup", {}).get("11.4M", [])
     if sp and not gpu:
         worst = min(sp)
@@ -282,13 +306,39 @@ def verdicts(targets: dict, device: str) -> str:
     return "\n".join(out)
 
 
+def _step_verdicts(targets: dict, lim_step: float, line, out: list[str]) -> None:
+    """resnet18 against dense; the masked steps' overhead against the prune hook's; the
+    gradient-penalty step's cost (no target: a figure)."""
+    rn = targets.get("resnet", [])
+    if rn:
+        worst = max(rn, key=lambda f: f[0])
+        line(worst[0] <= lim_step, f"resnet18 training step ≤ {lim_step}× dense (Adam fused=True): "
+             f"{worst[0]:.3f}× ({worst[2]})")
+    else:
+        line(None, "resnet18 training step vs dense: no resnet rows")
+    vs_hook = [(r, h, n) for r, h, n in targets.get("step_vs_hook", []) + rn if h is not None]
+    if vs_hook:
+        # overhead share: (lthgan − dense) / (prune-hook − dense); below 0.5 meets the target
+        shares = [(max(r - 1, 0.0) / (h - 1) if h > 1 else (0.0 if r <= 1 else float("inf")), n)
+                  for r, h, n in vs_hook]
+        worst = max(shares)
+        line(worst[0] < 0.5, "masked step overhead < half the prune hook's: worst "
+             f"{worst[0]:.2f} of it ({worst[1]})")
+    pen = targets.get("penalty", [])
+    if pen:
+        out_figs = ", ".join(f"{r:.3f}× ({n})" for r, _, n in pen)
+        out.append(f"- (no target) gradient-penalty (WGAN-GP) critic step, lthgan/dense: {out_figs}")
+
+
 def report(meta: dict, rows: list[dict]) -> str:
     targets: dict = {}
     mi = meta.get("machine_info", {})
     parts = ["## Run", header(meta, rows)]
     sections = [("Masked layers (suite 1)", layers), ("Selection (suite 2)", topk),
                 ("Rewinding (suite 3)", rewind), ("One training step (suite 4)", step),
-                ("One IMP round: one-off costs (suite 5)", round_)]
+                ("One IMP round: one-off costs (suite 5)", round_),
+                ("A gradient-penalty critic step (suite 6)", penalty),
+                ("A resnet18 training step (suite 7)", resnet)]
     for title, fn in sections:
         text = fn(rows, targets)
         parts += [f"## {title}", "Medians in milliseconds.", text]

@@ -11,22 +11,8 @@ import pytest
 import torch
 from torch.nn.utils import prune as tprune
 
-from benchutil import build_variant, impl_rows, make_trainer, run
-from lthgan.nn import masked_modules, raw_weight
-
-
-def _pruned_entries_are_zero(task, impl: str, masks) -> bool:
-    for g, by_layer in masks.items():
-        model = task.models[g]
-        for name, m in by_layer.items():
-            layer = model.get_submodule(name)
-            if impl == "lthgan":
-                w = raw_weight(layer)
-            else:  # prune-hook: the effective weight the hook rebuilt in the last forward
-                w = layer.weight
-            if torch.count_nonzero(w.detach()[~m]) != 0:
-                return False
-    return True
+from benchutil import build_variant, impl_rows, make_trainer, pruned_entries_are_zero, run
+from lthgan.nn import masked_modules
 
 
 @pytest.mark.parametrize("impl, sparsity", impl_rows())
@@ -43,4 +29,4 @@ def test_step(benchmark, device, preset, precision, gan, impl, sparsity):
         group=f"step {gan} {preset} {precision}", impl=impl, sparsity=sparsity, gan=gan,
         preset=preset, precision=precision, budget_s=4.0 if device.type == "cpu" else 3.0,
         min_rounds=5)
-    assert _pruned_entries_are_zero(task, impl, masks)
+    assert all(pruned_entries_are_zero(task.models[g], impl, by_layer) for g, by_layer in masks.items())

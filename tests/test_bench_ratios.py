@@ -108,3 +108,44 @@ def test_not_a_benchmark_file(ratios, tmp_path):
     p.write_text("{}")
     with pytest.raises(SystemExit, match="not a pytest-benchmark JSON"):
         ratios.load([p])
+
+
+# ---- suites 6 and 7: the gradient-penalty and resnet18 steps
+
+
+def _suite_rows(suite, case, dense, lthgan, hook, sparsities=(0.74,)):
+    group = f"{suite} {case} cpu"
+    impls = [("dense", None, dense)] + [(i, s, t) for s in sparsities
+                                        for i, t in (("lthgan", lthgan), ("prune-hook", hook))]
+    return [_row(suite, group, impl, s, median, case=case) for impl, s, median in impls]
+
+
+def _suite_report(ratios, tmp_path, rows):
+    p = tmp_path / "run.json"
+    p.write_text(json.dumps(_doc(rows)))
+    return ratios.report(*ratios.load([p]))
+
+
+def test_resnet_and_penalty_rows_and_verdicts(ratios, tmp_path):
+    rows = _suite_rows("resnet", "resnet18 8x3x64x64", 0.100, 0.104, 0.131) \
+        + _suite_rows("penalty", "wgan-gp critic", 0.200, 0.250, 0.300, sparsities=(0.0, 0.9))
+    text = _suite_report(ratios, tmp_path, rows)
+    assert "## A resnet18 training step (suite 7)" in text
+    assert "| resnet18 8x3x64x64 | 0.74 | 100.0 | 104.0 | 131.0 | 1.040 | 1.310 | 0.794 |" in text
+    assert "| wgan-gp critic | 0 | 200.0 | 250.0 | 300.0 | 1.250 | 1.500 | 0.833 |" in text
+    assert "| wgan-gp critic | 0.9 | 200.0 | 250.0 | 300.0 | 1.250 | 1.500 | 0.833 |" in text
+    assert "**met**: resnet18 training step ≤ 1.05× dense (Adam fused=True): 1.040×" in text
+    # overhead 4 % against the hook's 31 %: 0.13 of it
+    assert "**met**: masked step overhead < half the prune hook's: worst 0.13 of it" in text
+    assert "(no target) gradient-penalty (WGAN-GP) critic step, lthgan/dense: 1.250× (wgan-gp critic sp0)" in text
+
+
+def test_resnet_misses(ratios, tmp_path):
+    text = _suite_report(ratios, tmp_path, _suite_rows("resnet", "resnet18 8x3x64x64", 0.100, 0.120, 0.130))
+    assert "**missed**: resnet18 training step ≤ 1.05× dense (Adam fused=True): 1.200×" in text
+    assert "**missed**: masked step overhead < half the prune hook's: worst 0.67 of it" in text
+
+
+def test_no_resnet_rows(ratios, tmp_path):
+    text = _suite_report(ratios, tmp_path, _suite_rows("penalty", "c", 1.0, 1.0, 1.0))
+    assert "n/a: resnet18 training step vs dense: no resnet rows" in text
