@@ -49,6 +49,12 @@ class _FusedAdamMixin:
 
     _decoupled_default = False
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        # torch sets this for fused=True, and GradScaler then hands the step its scale; this
+        # step takes none, so GradScaler unscales the gradients itself first.
+        self._step_supports_amp_scaling = False
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None

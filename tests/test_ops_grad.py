@@ -262,3 +262,24 @@ def test_func_grad_of_grad(device):
         return lambda x: grad(lambda x: torch.tanh(f(x, w, m, b)).sum())(x).square().sum()
 
     torch.testing.assert_close(grad(inner(op))(x), grad(inner(ref))(x), atol=1e-10, rtol=1e-10)
+
+
+def test_torch_export_keeps_the_ops():
+    from test_ops import _Net
+
+    net = _Net()
+    x = torch.randn(2, 3, 6, 6)
+    ep = torch.export.export(net, (x,))
+    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert {"lthgan.masked_conv2d.default", "lthgan.masked_conv_transpose2d.default",
+            "lthgan.masked_linear.default"} <= targets
+    torch.testing.assert_close(ep.module()(x), net(x))
+
+
+def test_autograd_node_is_the_cpp_function():
+    # the autograd of the ops is the C++ one (csrc/autograd), not a Python autograd.Function
+    x = torch.randn(1, 2, 4, 4, requires_grad=True)
+    w = torch.randn(3, 2, 3, 3, requires_grad=True)
+    out = ops.masked_conv2d(x, w, _mask(w.shape, "cpu"), None, 1, 1)
+    assert "CppNode<lthgan::" in out.grad_fn.name() and "MaskedConvFunction" in out.grad_fn.name()
+    assert not hasattr(out.grad_fn, "_forward_cls")

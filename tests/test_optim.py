@@ -174,3 +174,23 @@ def test_opcheck_adam_step():
             [torch.randn(5, 4), torch.zeros(7)], [torch.rand(5, 4), torch.zeros(7)],
             [torch.tensor(2.0), torch.tensor(0.0)], 1e-3, 0.9, 0.999, 0.01, 1e-8, True)
     torch.library.opcheck(torch.ops.lthgan.adam_step_.default, args)
+
+
+def test_fused_flag_and_grad_scaler_work():
+    p = torch.nn.Parameter(torch.randn(4))
+    q = p.detach().clone().requires_grad_(True)
+    ours = Adam([p], lr=0.1, fused=True)
+    theirs = torch.optim.Adam([q], lr=0.1, foreach=False)
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+    for _ in range(3):
+        for t, opt in ((p, ours), (q, theirs)):
+            opt.zero_grad()
+            loss = (t * torch.arange(4.0)).sum()
+            if opt is ours:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+    torch.testing.assert_close(p, q)
