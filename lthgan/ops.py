@@ -237,8 +237,9 @@ torch.library.register_vmap("lthgan::masked_conv_transpose2d",
 
 def _vmap_linear(info, in_dims, input, weight, mask, bias):
     if in_dims[1] is None and in_dims[2] is None and in_dims[3] is None:
-        # linear acts on the last dimension: the vmapped one is just another batch dimension.
-        return _lib.masked_linear(input, weight, mask, bias), in_dims[0]
+        # linear acts on the last dimension: the vmapped one, moved to the front, is just
+        # another batch dimension.
+        return _lib.masked_linear(input.movedim(in_dims[0], 0), weight, mask, bias), 0
     return _vmap_layer(_lib.masked_linear, 4, 1)(info, in_dims, input, weight, mask, bias)
 
 

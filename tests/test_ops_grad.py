@@ -225,6 +225,10 @@ def test_func_vmap(device, name):
     X2 = torch.randn(3, 2, *xs, device=device, dtype=f64)
     torch.testing.assert_close(vmap(op, (1, None, None, None))(X2, w, m, b),
                                vmap(ref, (1, None, None, None))(X2, w, m, b))
+    # the vmapped dimension last
+    X3 = torch.randn(*xs, 3, device=device, dtype=f64)
+    torch.testing.assert_close(vmap(op, (-1, None, None, None))(X3, w, m, b),
+                               vmap(ref, (-1, None, None, None))(X3, w, m, b))
     # weights, masks and biases batched: one layer per sample
     W = torch.randn(3, *w.shape, device=device, dtype=f64)
     M = _mask(W.shape, device)
