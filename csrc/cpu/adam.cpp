@@ -30,46 +30,76 @@ struct AdamConsts {
   bool adam_wd, adamw_wd;
 };
 
+// One entry of the update; `decay` applies AdamW's decay, `l2` Adam's weight decay.
+template <typename T, bool decay, bool l2>
+inline __attribute__((always_inline)) void adam_one(T& p, T g, T& m, T& v, T step_size,
+                                                    T bc2_sqrt, T eps, T w1, T beta2, T w2, T wd,
+                                                    T dec) {
+  T pi = p;
+  if constexpr (decay) pi = pi * dec;
+  if constexpr (l2) g = g + wd * pi;
+  const T mi = m + w1 * (g - m);
+  const T vi = v * beta2 + w2 * g * g;
+  const T denom = std::sqrt(vi) / bc2_sqrt + eps;
+  p = pi + (-step_size) * (mi / denom);
+  m = mi;
+  v = vi;
+}
+
+template <typename T, bool decay, bool l2>
+inline __attribute__((always_inline)) void adam_span_impl(T* __restrict__ p,
+                                                          const T* __restrict__ g,
+                                                          T* __restrict__ m, T* __restrict__ v,
+                                                          int64_t n, const AdamConsts<T>& c) {
+  // constants in locals: stores through p, m, v must not make the compiler reload them
+  const T step_size = c.step_size, bc2_sqrt = c.bc2_sqrt, eps = c.eps, w1 = c.w1,
+          beta2 = c.beta2, w2 = c.w2, wd = c.wd, dec = c.decay;
+  int64_t b = 0;
+  for (; b + kBlock <= n; b += kBlock) {
+    bool any = false;
+    for (int64_t j = 0; j < kBlock; ++j) {
+      any |= (g[b + j] != T(0)) | (m[b + j] != T(0)) | (v[b + j] != T(0));
+    }
+    if (!any) {  // a pruned block: its exact update is zero (AdamW: decay of zeros)
+      if constexpr (decay) {
+        for (int64_t j = 0; j < kBlock; ++j) p[b + j] = p[b + j] * dec;
+      }
+      continue;
+    }
+    for (int64_t j = 0; j < kBlock; ++j) {
+      adam_one<T, decay, l2>(p[b + j], g[b + j], m[b + j], v[b + j], step_size, bc2_sqrt, eps,
+                             w1, beta2, w2, wd, dec);
+    }
+  }
+  for (; b < n; ++b) {
+    adam_one<T, decay, l2>(p[b], g[b], m[b], v[b], step_size, bc2_sqrt, eps, w1, beta2, w2, wd,
+                           dec);
+  }
+}
+
 template <typename T>
 inline __attribute__((always_inline)) void adam_span(T* __restrict__ p, const T* __restrict__ g,
                                                      T* __restrict__ m, T* __restrict__ v,
                                                      int64_t n, const AdamConsts<T>& c) {
-  for (int64_t b = 0; b < n; b += kBlock) {
-    const int64_t len = std::min(kBlock, n - b);
-    bool any = false;
-    for (int64_t j = 0; j < len; ++j) {
-      any |= (g[b + j] != T(0)) | (m[b + j] != T(0)) | (v[b + j] != T(0));
-    }
-    if (!any) {
-      if (c.adamw_wd) {
-        for (int64_t j = 0; j < len; ++j) p[b + j] = p[b + j] * c.decay;
-      }
-      continue;
-    }
-    for (int64_t j = 0; j < len; ++j) {
-      const int64_t i = b + j;
-      T pi = p[i];
-      T gi = g[i];
-      if (c.adamw_wd) pi = pi * c.decay;
-      if (c.adam_wd) gi = gi + c.wd * pi;
-      const T mi = m[i] + c.w1 * (gi - m[i]);
-      const T vi = v[i] * c.beta2 + c.w2 * gi * gi;
-      const T denom = std::sqrt(vi) / c.bc2_sqrt + c.eps;
-      p[i] = pi + (-c.step_size) * (mi / denom);
-      m[i] = mi;
-      v[i] = vi;
-    }
+  if (c.adamw_wd) {
+    adam_span_impl<T, true, false>(p, g, m, v, n, c);
+  } else if (c.adam_wd) {
+    adam_span_impl<T, false, true>(p, g, m, v, n, c);
+  } else {
+    adam_span_impl<T, false, false>(p, g, m, v, n, c);
   }
 }
 
-// Compiled for AVX2 and for the baseline; the loader picks one for the CPU at hand.
-__attribute__((target_clones("avx2", "default"))) void adam_span_f32(
-    float* p, const float* g, float* m, float* v, int64_t n, const AdamConsts<float>& c) {
+// Compiled for AVX-512, AVX2 and the baseline; the loader picks one for the CPU at hand.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void adam_span_f32(
+    float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+    float* __restrict__ v, int64_t n, const AdamConsts<float>& c) {
   adam_span<float>(p, g, m, v, n, c);
 }
 
-__attribute__((target_clones("avx2", "default"))) void adam_span_f64(
-    double* p, const double* g, double* m, double* v, int64_t n, const AdamConsts<double>& c) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void adam_span_f64(
+    double* __restrict__ p, const double* __restrict__ g, double* __restrict__ m,
+    double* __restrict__ v, int64_t n, const AdamConsts<double>& c) {
   adam_span<double>(p, g, m, v, n, c);
 }
 
