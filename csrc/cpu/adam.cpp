@@ -2,11 +2,12 @@
 // the list in one parallel region.
 //
 // Entries whose grad, exp_avg and exp_avg_sq are all zero (a pruned weight: its gradient is
-// masked to zero and its moments never leave zero) have an exact Adam update of zero: the
-// moments stay 0, and param - step_size * 0 / (0 + eps) == param. Blocks of such entries are
-// skipped (no arithmetic, no stores; AdamW still applies its decay, which leaves a zero
-// weight zero). Other blocks are computed branch-free so the compiler vectorises them; the
-// hardware square root costs the same on zeros, unlike the library sqrt torch uses.
+// masked to zero and its moments never leave zero) get an exact update of zero from the
+// arithmetic itself: the moments stay 0, and param - step_size * 0 / (0 + eps) == param (AdamW:
+// its decay leaves a zero weight zero). The loop is branch-free so that the compiler
+// vectorises it; the hardware square root costs the same on zeros, unlike the library sqrt
+// torch's unfused CPU path uses. (Skipping all-zero blocks of 16 was measured: on unstructured
+// 74% sparsity such blocks are rare and the test made the step 2x slower.)
 //
 // The arithmetic follows torch.optim.Adam(foreach=False) step by step (lerp for exp_avg,
 // mul + addcmul for exp_avg_sq, sqrt / bias_correction2_sqrt + eps, addcdiv), with the
@@ -21,7 +22,6 @@
 namespace lthgan {
 namespace {
 
-constexpr int64_t kBlock = 16;
 constexpr int64_t kGrain = 1 << 15;
 
 template <typename T>
@@ -54,25 +54,8 @@ inline __attribute__((always_inline)) void adam_span_impl(T* __restrict__ p,
   // constants in locals: stores through p, m, v must not make the compiler reload them
   const T step_size = c.step_size, bc2_sqrt = c.bc2_sqrt, eps = c.eps, w1 = c.w1,
           beta2 = c.beta2, w2 = c.w2, wd = c.wd, dec = c.decay;
-  int64_t b = 0;
-  for (; b + kBlock <= n; b += kBlock) {
-    bool any = false;
-    for (int64_t j = 0; j < kBlock; ++j) {
-      any |= (g[b + j] != T(0)) | (m[b + j] != T(0)) | (v[b + j] != T(0));
-    }
-    if (!any) {  // a pruned block: its exact update is zero (AdamW: decay of zeros)
-      if constexpr (decay) {
-        for (int64_t j = 0; j < kBlock; ++j) p[b + j] = p[b + j] * dec;
-      }
-      continue;
-    }
-    for (int64_t j = 0; j < kBlock; ++j) {
-      adam_one<T, decay, l2>(p[b + j], g[b + j], m[b + j], v[b + j], step_size, bc2_sqrt, eps,
-                             w1, beta2, w2, wd, dec);
-    }
-  }
-  for (; b < n; ++b) {
-    adam_one<T, decay, l2>(p[b], g[b], m[b], v[b], step_size, bc2_sqrt, eps, w1, beta2, w2, wd,
+  for (int64_t i = 0; i < n; ++i) {
+    adam_one<T, decay, l2>(p[i], g[i], m[i], v[i], step_size, bc2_sqrt, eps, w1, beta2, w2, wd,
                            dec);
   }
 }
