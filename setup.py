@@ -62,6 +62,7 @@ def extensions():
     with_cuda = _want_cuda()
     sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.cpp"))
     sources += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cpu").glob("*.cpp"))
+    sources += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "autograd").glob("*.cpp"))
     # -fopenmp: at::parallel_for is a header template whose `#pragma omp parallel` is compiled
     # into this extension; without the flag every CPU kernel silently runs on one thread. The
     # link flag resolves to the libgomp.so.1 that torch has already loaded.

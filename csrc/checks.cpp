@@ -66,4 +66,37 @@ void check_rewind_args(at::TensorList weights, at::TensorList sources,
   }
 }
 
+void check_adam_args(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                     at::TensorList exp_avg_sqs, at::TensorList steps) {
+  const size_t n = params.size();
+  TORCH_CHECK(grads.size() == n && exp_avgs.size() == n && exp_avg_sqs.size() == n &&
+                  steps.size() == n,
+              "lthgan.adam_step_: got ", n, " params, ", grads.size(), " grads, ",
+              exp_avgs.size(), " exp_avgs, ", exp_avg_sqs.size(), " exp_avg_sqs and ",
+              steps.size(), " steps; the five lists must have the same length");
+  for (size_t i = 0; i < n; ++i) {
+    const auto& p = params[i];
+    TORCH_CHECK(p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble,
+                "lthgan.adam_step_: params[", i, "] must be float32 or float64, got ",
+                p.scalar_type());
+    TORCH_CHECK(p.device() == params[0].device(), "lthgan.adam_step_: params[", i, "] is on ",
+                p.device(), " but params[0] is on ", params[0].device());
+    TORCH_CHECK(steps[i].numel() == 1, "lthgan.adam_step_: steps[", i,
+                "] must hold one number, got shape ", steps[i].sizes());
+    const at::Tensor* others[] = {&grads[i], &exp_avgs[i], &exp_avg_sqs[i]};
+    const char* names[] = {"grads", "exp_avgs", "exp_avg_sqs"};
+    for (int k = 0; k < 3; ++k) {
+      const auto& t = *others[k];
+      TORCH_CHECK(t.scalar_type() == p.scalar_type() && t.sizes() == p.sizes() &&
+                      t.device() == p.device(),
+                  "lthgan.adam_step_: ", names[k], "[", i, "] (", t.scalar_type(), ", shape ",
+                  t.sizes(), ", ", t.device(), ") must match params[", i, "] (",
+                  p.scalar_type(), ", shape ", p.sizes(), ", ", p.device(), ")");
+      TORCH_CHECK(t.is_contiguous() && !t.is_sparse(), "lthgan.adam_step_: ", names[k], "[", i,
+                  "] must be dense and contiguous");
+    }
+    TORCH_CHECK(p.is_contiguous(), "lthgan.adam_step_: params[", i, "] must be contiguous");
+  }
+}
+
 }  // namespace lthgan

@@ -52,9 +52,27 @@ void rewind_cuda(at::TensorList weights, at::TensorList sources,
                  const c10::List<std::optional<at::Tensor>>& masks);
 #endif
 
+// ---- fused Adam / AdamW step (csrc/cpu/adam.cpp, csrc/cuda/adam.cu) ------------------------
+struct AdamHyper {
+  double lr, beta1, beta2, weight_decay, eps;
+  bool decoupled;  // AdamW: decay the weight, not the gradient
+};
+void adam_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                   at::TensorList exp_avg_sqs, at::TensorList steps, double lr, double beta1,
+                   double beta2, double weight_decay, double eps, bool decoupled);
+// steps[i] += 1; returns the new step count.
+double adam_advance_step(at::Tensor& step);
+#ifdef LTHGAN_WITH_CUDA
+void adam_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                    at::TensorList exp_avg_sqs, at::TensorList steps, double lr, double beta1,
+                    double beta2, double weight_decay, double eps, bool decoupled);
+#endif
+
 // Shared argument checks (csrc/checks.cpp).
 void check_topk_args(at::TensorList weights, at::TensorList masks, int64_t keep);
 void check_rewind_args(at::TensorList weights, at::TensorList sources,
                        const c10::List<std::optional<at::Tensor>>& masks);
+void check_adam_args(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                     at::TensorList exp_avg_sqs, at::TensorList steps);
 
 }  // namespace lthgan

@@ -1,5 +1,6 @@
 // Schemas of torch.ops.lthgan.* and their dispatch: CPU, CUDA and autocast kernels.
-// Autograd and fake (meta) kernels are registered from Python (lthgan/ops.py).
+// Autograd kernels are in csrc/autograd/; fake (meta) kernels and vmap rules are registered
+// from Python (lthgan/ops.py).
 #include "lthgan.h"
 
 #include <ATen/autocast_mode.h>
@@ -66,6 +67,19 @@ at::Tensor masked_linear_autocast(const at::Tensor& input, const at::Tensor& wei
   return op.call(at::autocast::cached_cast(dtype, input, DT), weight, mask, bias);
 }
 
+// An op whose only arguments are empty tensor lists has no device to dispatch on; the
+// dispatcher sends it to this kernel (backend kernels take precedence whenever there is a
+// tensor). Selecting from nothing gives nothing.
+std::vector<at::Tensor> global_topk_masks_no_device(at::TensorList weights, at::TensorList masks,
+                                                    int64_t keep) {
+  check_topk_args(weights, masks, keep);
+  TORCH_CHECK(weights.empty(), "lthgan.global_topk_masks: no kernel for device ",
+              weights.empty() ? std::string("?") : weights[0].device().str());
+  TORCH_CHECK(keep == 0, "lthgan.global_topk_masks: keep must be 0 when there are no weights, "
+              "got ", keep);
+  return {};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(lthgan, m) {
@@ -87,6 +101,12 @@ TORCH_LIBRARY(lthgan, m) {
       "bool has_bias, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   m.def("global_topk_masks(Tensor[] weights, Tensor[] masks, int keep) -> Tensor[]");
   m.def("rewind_(Tensor(a!)[] weights, Tensor[] sources, Tensor?[] masks) -> ()");
+  // One Adam (decoupled=False) or AdamW (decoupled=True) step over every tensor of the lists,
+  // as torch.optim.Adam(foreach=False); steps[i] (state["step"]) is advanced by one.
+  m.def(
+      "adam_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
+      "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] steps, float lr, float beta1, float beta2, "
+      "float weight_decay, float eps, bool decoupled) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(lthgan, CPU, m) {
@@ -97,6 +117,7 @@ TORCH_LIBRARY_IMPL(lthgan, CPU, m) {
   m.impl("masked_linear_backward", &masked_linear_backward);
   m.impl("global_topk_masks", &global_topk_masks_cpu);
   m.impl("rewind_", &rewind_cpu);
+  m.impl("adam_step_", &adam_step_cpu);
 }
 
 #ifdef LTHGAN_WITH_CUDA
@@ -108,8 +129,13 @@ TORCH_LIBRARY_IMPL(lthgan, CUDA, m) {
   m.impl("masked_linear_backward", &masked_linear_backward);
   m.impl("global_topk_masks", &global_topk_masks_cuda);
   m.impl("rewind_", &rewind_cuda);
+  m.impl("adam_step_", &adam_step_cuda);
 }
 #endif
+
+TORCH_LIBRARY_IMPL(lthgan, CompositeExplicitAutograd, m) {
+  m.impl("global_topk_masks", &global_topk_masks_no_device);
+}
 
 TORCH_LIBRARY_IMPL(lthgan, AutocastCPU, m) {
   m.impl("masked_conv2d", &masked_conv2d_autocast<c10::DeviceType::CPU>);

@@ -17,6 +17,7 @@ except ImportError as e:  # pragma: no cover - only on a broken install
         f"{e}. Build it with `make build` (or `pip install --no-build-isolation -e .`)."
     ) from e
 
-from . import ops  # noqa: E402,F401  registers fake kernels and autograd
+from . import ops  # noqa: E402,F401  registers fake kernels and vmap rules
+from . import optim  # noqa: E402,F401  Adam / AdamW on the fused step
 
-__all__ = ["__version__", "ops"]
+__all__ = ["__version__", "ops", "optim"]

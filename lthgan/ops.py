@@ -1,11 +1,16 @@
-"""Python face of ``torch.ops.lthgan``: wrappers, fake (meta) kernels and autograd.
+"""Python face of ``torch.ops.lthgan``: wrappers, fake (meta) kernels and vmap rules.
 
-The kernels live in the compiled core (``csrc/``). Here each op gets
+The kernels and their autograd live in the compiled core (``csrc/``; autograd in
+``csrc/autograd/``, so C++ programs get it too and Python adds nothing per call). Here each op
+gets
 - a wrapper that takes ints or tuples the way ``torch.nn.functional`` does,
 - a fake kernel so the op traces under ``torch.compile`` / ``torch.export``,
-- autograd: the backward is ONE op (``masked_convolution_backward`` or
-  ``masked_linear_backward``) that returns grad_input, the already-masked grad_weight and
-  grad_bias; no mask-multiply node appears in the autograd graph.
+- a batching rule for ``torch.func.vmap``.
+
+First-order backward is ONE op (``masked_convolution_backward`` or ``masked_linear_backward``)
+that returns grad_input, the already-masked grad_weight and grad_bias; with
+``create_graph=True`` the backward is built from differentiable ATen ops, so gradient
+penalties and ``torch.autograd.gradgradcheck`` see the derivatives of ``op(x, w * m, b)``.
 """
 from __future__ import annotations
 
@@ -85,7 +90,10 @@ def global_topk_masks(weights: Sequence[Tensor], masks: Sequence[Tensor], keep: 
     """
     if isinstance(keep, bool) or not isinstance(keep, int):
         raise TypeError(f"keep must be an int, got {keep!r}")
-    return list(_lib.global_topk_masks(list(weights), list(masks), keep))
+    weights, masks = list(weights), list(masks)
+    if not weights and not masks and keep == 0:
+        return []
+    return list(_lib.global_topk_masks(weights, masks, keep))
 
 
 def rewind_(weights: Sequence[Tensor], sources: Sequence[Tensor],
@@ -175,72 +183,64 @@ def _(weights, sources, masks):
     return None
 
 
+@torch.library.register_fake("lthgan::adam_step_")
+def _(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, weight_decay, eps,
+      decoupled):
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
-# autograd: one backward op per layer family
+# vmap (torch.func): batching rules for the three layer ops. Autograd is in C++
+# (csrc/autograd/), so torch.func.grad needs nothing here; under grad, the backward of
+# higher order is built from ATen ops that have their own batching rules.
 
 
-def _setup_conv(ctx, inputs, output):
-    input, weight, mask, bias = inputs[:4]
-    ctx.save_for_backward(input, weight, mask)
-    ctx.has_bias = bias is not None
-    ctx.bias_dtype = bias.dtype if bias is not None else None
+def _bdim_first(t: Optional[Tensor], bdim: Optional[int], size: int) -> Optional[Tensor]:
+    if t is None:
+        return None
+    if bdim is None:
+        return t.expand(size, *t.shape)
+    return t.movedim(bdim, 0)
 
 
-def _grads(ctx, gi, gw, gb):
-    need = ctx.needs_input_grad
-    gi = gi if need[0] else None
-    gw = gw if need[1] else None
-    if need[3] and ctx.has_bias:
-        gb = gb if gb.dtype == ctx.bias_dtype else gb.to(ctx.bias_dtype)
-    else:
-        gb = None
-    return gi, gw, gb
+def _batch_size(args, in_dims) -> int:
+    return next(a.shape[d] for a, d in zip(args, in_dims) if d is not None and a is not None)
 
 
-def _conv2d_setup(ctx, inputs, output):
-    _setup_conv(ctx, inputs, output)
-    _, _, _, _, stride, padding, dilation, groups = inputs
-    ctx.args = (stride, padding, dilation, False, [0, 0], groups)
+def _vmap_layer(call, n_tensor_args: int, feature_dims: int):
+    """A batching rule: one call with the vmapped dimension folded into the batch dimension of
+    the input when only the input is batched; one call per sample otherwise (a batched weight,
+    mask or bias: a different layer per sample)."""
+
+    def rule(info, in_dims, *args):
+        tensors, rest = list(args[:n_tensor_args]), args[n_tensor_args:]
+        dims = in_dims[:n_tensor_args]
+        size = _batch_size(tensors, dims)
+        x = _bdim_first(tensors[0], dims[0], size)
+        if all(d is None for d in dims[1:]):
+            if x.dim() == feature_dims + 1:      # per sample unbatched: the vmap dim is the batch
+                return call(x, *tensors[1:], *rest), 0
+            lead = x.shape[:2]
+            out = call(x.reshape(-1, *x.shape[2:]), *tensors[1:], *rest)
+            return out.reshape(*lead, *out.shape[1:]), 0
+        ts = [_bdim_first(t, d, size) for t, d in zip(tensors, dims)]
+        outs = [call(*(None if t is None else t[i] for t in ts), *rest) for i in range(size)]
+        return torch.stack(outs), 0
+
+    return rule
 
 
-def _conv2d_backward(ctx, grad_output):
-    input, weight, mask = ctx.saved_tensors
-    stride, padding, dilation, transposed, output_padding, groups = ctx.args
-    need = ctx.needs_input_grad
-    gi, gw, gb = _lib.masked_convolution_backward(
-        grad_output, input, weight, mask, ctx.has_bias, stride, padding, dilation, transposed,
-        output_padding, groups, [need[0], need[1], need[3] and ctx.has_bias])
-    gi, gw, gb = _grads(ctx, gi, gw, gb)
-    return gi, gw, None, gb, None, None, None, None
+torch.library.register_vmap("lthgan::masked_conv2d", _vmap_layer(_lib.masked_conv2d, 4, 3))
+torch.library.register_vmap("lthgan::masked_conv_transpose2d",
+                            _vmap_layer(_lib.masked_conv_transpose2d, 4, 3))
 
 
-def _conv_transpose2d_setup(ctx, inputs, output):
-    _setup_conv(ctx, inputs, output)
-    _, _, _, _, stride, padding, output_padding, groups, dilation = inputs
-    ctx.args = (stride, padding, dilation, True, output_padding, groups)
+def _vmap_linear(info, in_dims, input, weight, mask, bias):
+    if in_dims[1] is None and in_dims[2] is None and in_dims[3] is None:
+        # linear acts on the last dimension: the vmapped one, moved to the front, is just
+        # another batch dimension.
+        return _lib.masked_linear(input.movedim(in_dims[0], 0), weight, mask, bias), 0
+    return _vmap_layer(_lib.masked_linear, 4, 1)(info, in_dims, input, weight, mask, bias)
 
 
-def _conv_transpose2d_backward(ctx, grad_output):
-    gi, gw, _, gb, *_ = _conv2d_backward(ctx, grad_output)
-    return gi, gw, None, gb, None, None, None, None, None
-
-
-def _linear_setup(ctx, inputs, output):
-    _setup_conv(ctx, inputs, output)
-
-
-def _linear_backward(ctx, grad_output):
-    input, weight, mask = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    gi, gw, gb = _lib.masked_linear_backward(grad_output, input, weight, mask, ctx.has_bias,
-                                             [need[0], need[1], need[3] and ctx.has_bias])
-    gi, gw, gb = _grads(ctx, gi, gw, gb)
-    return gi, gw, None, gb
-
-
-torch.library.register_autograd("lthgan::masked_conv2d", _conv2d_backward,
-                                setup_context=_conv2d_setup)
-torch.library.register_autograd("lthgan::masked_conv_transpose2d", _conv_transpose2d_backward,
-                                setup_context=_conv_transpose2d_setup)
-torch.library.register_autograd("lthgan::masked_linear", _linear_backward,
-                                setup_context=_linear_setup)
+torch.library.register_vmap("lthgan::masked_linear", _vmap_linear)

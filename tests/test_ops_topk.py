@@ -8,6 +8,9 @@ import torch
 
 from lthgan import ops
 
+# A warning is a bug (GUIDE.md): e.g. "autograd kernel was not registered".
+pytestmark = pytest.mark.filterwarnings("error")
+
 
 def reference_topk(weights, masks, keep):
     """Plain reference: stable sort of |w| (descending) over candidates in (tensor, index)
@@ -218,3 +221,14 @@ def test_rewind_errors_before_writing(device):
         with pytest.raises(RuntimeError, match=msg):
             ops.rewind_(weights, sources, masks)
         assert torch.equal(w1, before[0]) and torch.equal(w2, before[1]), "nothing may be written"
+
+
+def test_empty_lists_give_empty_masks():
+    assert ops.global_topk_masks([], [], 0) == []
+    assert torch.ops.lthgan.global_topk_masks([], [], 0) == []
+    with pytest.raises(RuntimeError, match="keep must be 0 when there are no weights, got 3"):
+        torch.ops.lthgan.global_topk_masks([], [], 3)
+    with pytest.raises(RuntimeError, match="keep must be 0 when there are no weights, got 2"):
+        ops.global_topk_masks([], [], 2)
+    w = torch.randn(0, 3)  # tensors with no entries still go to their device's kernel
+    assert ops.global_topk_masks([w], [torch.ones(0, 3, dtype=torch.bool)], 0)[0].shape == (0, 3)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import optim as _optim
 from ..seeding import mix as _derive_seed
 from . import dist as _dist
 
@@ -343,12 +344,13 @@ class Trainer:
         }
 
     def _fresh_optimizers(self) -> None:
-        fused = self.device.type == "cuda"
         self.optimizers = {}
         self.schedulers = {}
         factor = _LRFactor(self.iterations, self.config.decay_start)
         for name, (params, lr, betas) in self._optimizer_groups().items():
-            opt = torch.optim.Adam(params, lr=lr, betas=betas, fused=True if fused else None)
+            # lthgan's fused Adam (CPU and CUDA): torch.optim.Adam's state and state_dict, one
+            # pass per element, pruned entries skipped
+            opt = _optim.Adam(params, lr=lr, betas=betas)
             self.optimizers[name] = opt
             # a plain function: LambdaLR keeps it out of its state_dict
             self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(opt, lambda it, f=factor: f(it))
