@@ -513,7 +513,8 @@ def _gan_names() -> list[str]:
               help="Profile any model: MODULE:FACTORY (or path/file.py:FACTORY) names a zero-argument "
                    "callable returning an nn.Module or (nn.Module, example_input). Without an example: "
                    "random --input-shape if given, else MODULE.example_input() if defined, else a guess "
-                   "from the first layer. A step is Adam on the mean square of the output.")
+                   "from the first layer. A step is Adam on the mean square of the output (dense: "
+                   "torch's fused Adam; masked: lthgan.optim.Adam).")
 @click.option("--preset", type=click.Choice(["tiny", "quick", "paper"]), default=None,
               help="GAN size: tiny, quick (default) or paper. Only with --gan.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")

@@ -85,8 +85,11 @@ def test_model_factory_json_counts_ops_and_prunes():
     # one masked_conv2d per conv forward, one masked_convolution_backward per conv backward
     assert ops["forward"]["calls"] == 2
     assert ops["backward"]["calls"] == 2
+    # the masked step's optimizer is lthgan.optim.Adam: its op is listed by name, not in a phase
     assert set(out["lthgan_ops_by_name"]) == {"lthgan::masked_conv2d",
-                                              "lthgan::masked_convolution_backward"}
+                                              "lthgan::masked_convolution_backward",
+                                              "lthgan::adam_step_"}
+    assert out["lthgan_ops_by_name"]["lthgan::adam_step_"]["calls"] > 0
     for phase in ("forward", "backward"):
         d = ops[phase]
         assert d["total"] > 0
@@ -243,7 +246,9 @@ def test_op_time_split_sums():
                  "--steps", "1", "--warmup", "0"])
     by = out["lthgan_ops_by_name"]
     ops = out["lthgan_ops_ms_per_step"]
-    fwd = sum(d["total"] for n, d in by.items() if "backward" not in n)
-    bwd = sum(d["total"] for n, d in by.items() if "backward" in n)
+    layer = {n: d for n, d in by.items() if n.startswith("lthgan::masked_")}
+    assert set(by) - set(layer) == {"lthgan::adam_step_"}
+    fwd = sum(d["total"] for n, d in layer.items() if "backward" not in n)
+    bwd = sum(d["total"] for n, d in layer.items() if "backward" in n)
     assert fwd == pytest.approx(ops["forward"]["total"])
     assert bwd == pytest.approx(ops["backward"]["total"])

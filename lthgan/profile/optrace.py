@@ -32,7 +32,8 @@ def _zero_row() -> dict[str, float]:
 
 
 def op_times(prof, steps: int, use_device_time: bool):
-    """Per-step times (ms) inside lthgan's ops, split forward / backward, and per op name.
+    """Per-step times (ms) inside lthgan's ops: the masked layers' split forward / backward, and
+    every op (the optimizer's too) by name.
 
     For each outermost ``lthgan::*`` event, ``total`` is its inclusive time and ``compute``
     the inclusive time of its convolution / matmul children; ``mask`` = total − compute is
@@ -48,8 +49,12 @@ def op_times(prof, steps: int, use_device_time: bool):
             continue
         total = t(ev)
         compute = min(sum(t(c) for c in ev.cpu_children if _is_compute(c.name)), total)
-        phase = phases["backward" if "backward" in ev.name else "forward"]
-        for d in (phase, by_name.setdefault(ev.name, _zero_row())):
+        # forward / backward are the masked layers' ops; the rest (lthgan.optim's adam_step_,
+        # selection, rewinding) is listed by name only
+        rows = [by_name.setdefault(ev.name, _zero_row())]
+        if ev.name.startswith("lthgan::masked_"):
+            rows.append(phases["backward" if "backward" in ev.name else "forward"])
+        for d in rows:
             d["total"] += total
             d["compute"] += compute
             d["mask"] += total - compute
