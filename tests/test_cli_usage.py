@@ -194,8 +194,11 @@ def _lthgan(*args, **kw):
 
 def test_sigint_says_how_to_resume_the_real_run(tmp_path):
     out = tmp_path / "interrupted"
+    # a suite started in the background by a non-interactive shell inherits SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler: give the child the terminal's default
     p = _lthgan("search", "--preset", "tiny", "--iterations", "100000", "--checkpoint-every", "5",
-                "--device", "cpu", "--out", out)
+                "--device", "cpu", "--out", out,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while not (out / "dense" / "train_state.pt").exists() and time.time() < deadline and p.poll() is None:
         time.sleep(0.2)
