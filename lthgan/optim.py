@@ -8,7 +8,9 @@ the fused step does not take (amsgrad, maximize, capturable, differentiable, ten
 betas, sparse gradients, half precision) run torch's own implementation for that group.
 
 For a pruned weight (gradient masked to zero by lthgan's layers, moments zero) the Adam
-update is exactly zero, so pruned entries stay exactly zero; the fused step skips them.
+update is exactly zero, so pruned entries stay exactly zero: on CPU the branch-free arithmetic
+gives them a zero update (a skip test cost more than it saved at unstructured sparsity), and
+the CUDA kernel skips them.
 """
 from __future__ import annotations
 

@@ -14,6 +14,8 @@
 // and batching rules are torch's own.
 #include "../lthgan.h"
 
+#include <array>
+
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/autograd.h>
@@ -62,12 +64,21 @@ struct Saved {
   at::Tensor input, weight, mask;
   bool has_bias;
   at::ScalarType bias_dtype;
+  std::array<bool, 3> need;  // grads wanted: input, weight, bias (arguments 0, 1 and 3)
 };
 
 Saved load_common(AutogradContext* ctx) {
   auto saved = ctx->get_saved_variables();
-  return {saved[0], saved[1], saved[2], ctx->saved_data["has_bias"].toBool(),
-          ctx->saved_data["bias_dtype"].toScalarType()};
+  const bool has_bias = ctx->saved_data["has_bias"].toBool();
+  return {saved[0], saved[1], saved[2], has_bias, ctx->saved_data["bias_dtype"].toScalarType(),
+          {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+           has_bias && ctx->needs_input_grad(3)}};
+}
+
+// The differentiable weight gradient: exactly zero at pruned entries, in the weight's dtype.
+at::Tensor masked_grad_differentiable(const at::Tensor& gw, const at::Tensor& mask,
+                                      at::ScalarType dtype) {
+  return to_dtype(at::where(mask, gw, at::zeros({}, gw.options())), dtype);
 }
 
 // ---- convolution and transposed convolution ----------------------------------------------
@@ -104,19 +115,13 @@ class MaskedConvFunction : public torch::autograd::Function<MaskedConvFunction> 
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const Saved sv = load_common(ctx);
-    const auto& input = sv.input;
-    const auto& weight = sv.weight;
-    const auto& mask = sv.mask;
-    const bool has_bias = sv.has_bias;
-    const auto bias_dtype = sv.bias_dtype;
+    const auto& [input, weight, mask, has_bias, bias_dtype, need] = sv;
     const auto stride = ctx->saved_data["stride"].toIntVector();
     const auto padding = ctx->saved_data["padding"].toIntVector();
     const auto dilation = ctx->saved_data["dilation"].toIntVector();
     const bool transposed = ctx->saved_data["transposed"].toBool();
     const auto output_padding = ctx->saved_data["output_padding"].toIntVector();
     const int64_t groups = ctx->saved_data["groups"].toInt();
-    const std::array<bool, 3> need = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
-                                      has_bias && ctx->needs_input_grad(3)};
     const auto& go = grad_outputs[0];
 
     at::Tensor gi, gw, gb;
@@ -136,9 +141,7 @@ class MaskedConvFunction : public torch::autograd::Function<MaskedConvFunction> 
       gi = std::get<0>(r);
       if (gi.defined() && unbatched) gi = gi.squeeze(0);
       gw = std::get<1>(r);
-      if (gw.defined()) {
-        gw = to_dtype(at::where(mask, gw, at::zeros({}, gw.options())), weight.scalar_type());
-      }
+      if (gw.defined()) gw = masked_grad_differentiable(gw, mask, weight.scalar_type());
       gb = std::get<2>(r);
     } else {
       // First order: one fused op, called below autograd (it has no autograd of its own).
@@ -204,13 +207,7 @@ class MaskedLinearFunction : public torch::autograd::Function<MaskedLinearFuncti
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const Saved sv = load_common(ctx);
-    const auto& input = sv.input;
-    const auto& weight = sv.weight;
-    const auto& mask = sv.mask;
-    const bool has_bias = sv.has_bias;
-    const auto bias_dtype = sv.bias_dtype;
-    const std::array<bool, 3> need = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
-                                      has_bias && ctx->needs_input_grad(3)};
+    const auto& [input, weight, mask, has_bias, bias_dtype, need] = sv;
     const auto& go = grad_outputs[0];
     at::Tensor gi, gw, gb;
     if (at::GradMode::is_enabled()) {
@@ -219,8 +216,8 @@ class MaskedLinearFunction : public torch::autograd::Function<MaskedLinearFuncti
       if (need[0]) gi = at::matmul(g, masked_weight_differentiable(weight, mask, input.scalar_type()));
       auto g2 = g.reshape({-1, out_f});
       if (need[1]) {
-        gw = at::mm(g2.t(), input.reshape({-1, in_f}));
-        gw = to_dtype(at::where(mask, gw, at::zeros({}, gw.options())), weight.scalar_type());
+        gw = masked_grad_differentiable(at::mm(g2.t(), input.reshape({-1, in_f})), mask,
+                                        weight.scalar_type());
       }
       if (need[2]) gb = g2.sum(0);
     } else {
