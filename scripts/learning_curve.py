@@ -9,6 +9,10 @@ stopped.
     python scripts/learning_curve.py --gan sngan --preset quick --set iterations=1000 --every 100
     python scripts/learning_curve.py --gan cyclegan --preset quick --set iterations=2000 --every 250
 
+With --ticket FILE (a round's ``ticket.safetensors``, and the search's --seed plus the seed
+index under --seeds), the curve is that round's: its masks and start state are applied to every
+model before training, as the search does, so a ticket's curve can be laid beside the dense one.
+
 Prints one line per evaluation and, with --json FILE, writes all rows.
 """
 from __future__ import annotations
@@ -22,6 +26,8 @@ import time
 import torch
 
 from lthgan import gans, search
+from lthgan.nn import masked_modules
+from lthgan.ticket import Ticket, TicketError
 
 
 def _value(text: str):
@@ -35,6 +41,13 @@ def _value(text: str):
     return text
 
 
+def _generator_sparsity(task) -> float:
+    """Pruned share of the generators' masked weights."""
+    masks = [m.mask for g in task.generators for _, m in masked_modules(task.models[g])]
+    total = sum(m.numel() for m in masks)
+    return 1.0 - sum(int(m.count_nonzero()) for m in masks) / total if total else 0.0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--gan", choices=gans.FAMILIES, required=True)
@@ -46,6 +59,8 @@ def main(argv=None) -> int:
                    help="images per evaluation (default: the search's, for the preset)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the rows to this file")
+    p.add_argument("--ticket", default=None, metavar="FILE",
+                   help="train this ticket (masks and start state) instead of the dense model")
     args = p.parse_args(argv)
 
     cfg = gans.default_config(args.gan, args.preset)
@@ -65,6 +80,14 @@ def main(argv=None) -> int:
     evald = search.load_eval_data(res.family, res.data, cfg.resolution, train=train)
 
     task = gans.build(args.gan, cfg, seed=args.seed)
+    sparsity = 0.0
+    if args.ticket:
+        try:
+            ticket = Ticket.load(args.ticket)
+            ticket.apply(task.models)
+        except (OSError, TicketError) as e:
+            p.error(f"--ticket {args.ticket}: {e}")
+        sparsity = _generator_sparsity(task)
     trainer = gans.make_trainer(task, train, iterations=cfg.iterations, seed=args.seed)
     trainer.reset()
     rows = []
@@ -81,7 +104,8 @@ def main(argv=None) -> int:
         print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()}),
               flush=True)
 
-    print(f"# {args.gan} {args.preset} {json.dumps(dataclasses.asdict(cfg))}", flush=True)
+    print(f"# {args.gan} {args.preset} ticket={args.ticket} sparsity={sparsity:.4f} "
+          f"{json.dumps(dataclasses.asdict(cfg))}", flush=True)
     t_train = 0.0
     score(t_train)
     while trainer.iteration < trainer.iterations:
@@ -93,7 +117,7 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"config": dataclasses.asdict(cfg), "threads": torch.get_num_threads(),
-                       "rows": rows}, f, indent=1)
+                       "ticket": args.ticket, "sparsity": sparsity, "rows": rows}, f, indent=1)
     return 0
 
 
