@@ -1,6 +1,6 @@
 """IMP against random pruning at each sparsity both reached, paired by seed (seed k of both runs
 starts from the same θ0): the mean FID difference ± sd over seeds and a one-sided paired t-test
-(H1: IMP's FID is lower). For CycleGAN each direction is tested on its own, as the paper
+each way (H1: IMP's FID is lower; H1: random's is). For CycleGAN each direction is tested on its own, as the paper
 reports it.
 
     lthgan report RUN [RUN2]         # writes RUN/summary_seeds.csv
@@ -30,10 +30,10 @@ def load(paths):
 def main(paths):
     rows = load(paths)
     first = next(iter(rows.values()))
-    cols = [c for c in first if c.startswith("fid_") and c != "fid_sd"] or ["fid"]
-    print("| sparsity | FID | seeds | IMP | random | IMP − random (mean ± sd) | one-sided paired t-test p "
-          "| IMP better beyond noise (p < 0.05) |")
-    print("|---|---|---|---|---|---|---|---|")
+    cols = [c for c in first if c.startswith("fid_") and not c.endswith("_sd")] or ["fid"]
+    print("| sparsity | FID | seeds | IMP | random | IMP − random (mean ± sd) | p (IMP lower) "
+          "| p (random lower) | beyond noise (p < 0.05) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for s in sorted({s for m, s, _ in rows if m == "imp"}):
         seeds = sorted(k for m, t, k in rows if m == "imp" and t == s and ("random", s, k) in rows)
         if len(seeds) < 2:
@@ -43,10 +43,12 @@ def main(paths):
             b = [float(rows[("random", s, k)][c]) for k in seeds]
             d = [x - y for x, y in zip(a, b)]
             p = stats.ttest_rel(a, b, alternative="less").pvalue
+            q = stats.ttest_rel(a, b, alternative="greater").pvalue
+            verdict = "IMP better" if p < 0.05 else "random better" if q < 0.05 else "no"
             name = c.replace("fid_", "").upper() if c != "fid" else "FID"
             print(f"| {s:.2%} | {name} | {len(seeds)} | {statistics.mean(a):.3f} ± {statistics.stdev(a):.3f} "
                   f"| {statistics.mean(b):.3f} ± {statistics.stdev(b):.3f} | {statistics.mean(d):+.3f} ± "
-                  f"{statistics.stdev(d):.3f} | {p:.3f} | {'yes' if p < 0.05 else 'no'} |")
+                  f"{statistics.stdev(d):.3f} | {p:.3f} | {q:.3f} | {verdict} |")
 
 
 if __name__ == "__main__":
