@@ -26,7 +26,7 @@ import time
 import torch
 
 from lthgan import gans, search
-from lthgan.nn import masked_modules
+from lthgan.search.methods import generator_sparsity
 from lthgan.ticket import Ticket, TicketError
 
 
@@ -39,13 +39,6 @@ def _value(text: str):
     if text.startswith("(") and text.endswith(")"):
         return tuple(float(x) for x in text[1:-1].split(","))
     return text
-
-
-def _generator_sparsity(task) -> float:
-    """Pruned share of the generators' masked weights."""
-    masks = [m.mask for g in task.generators for _, m in masked_modules(task.models[g])]
-    total = sum(m.numel() for m in masks)
-    return 1.0 - sum(int(m.count_nonzero()) for m in masks) / total if total else 0.0
 
 
 def main(argv=None) -> int:
@@ -87,7 +80,7 @@ def main(argv=None) -> int:
             ticket.apply(task.models)
         except (OSError, TicketError) as e:
             p.error(f"--ticket {args.ticket}: {e}")
-        sparsity = _generator_sparsity(task)
+        sparsity = generator_sparsity(ticket.masks, task, res.config.layers)
     trainer = gans.make_trainer(task, train, iterations=cfg.iterations, seed=args.seed)
     trainer.reset()
     rows = []
