@@ -223,9 +223,9 @@ def test_same_out_same_config_skips_finished_levels(imp_run):
 
 def test_changed_config_is_refused_naming_the_keys(imp_run):
     run, _ = imp_run
-    with pytest.raises(S.ConfigMismatchError, match="target_sparsity") as e:
-        quiet_search(SearchConfig(gan="sngan", target_sparsity=0.5, **TINY), run)
-    assert e.value.keys == ["target_sparsity"]
+    with pytest.raises(S.ConfigMismatchError, match="eval_samples") as e:
+        quiet_search(SearchConfig(gan="sngan", target_sparsity=0.36, **{**TINY, "eval_samples": 32}), run)
+    assert e.value.keys == ["eval_samples"]
     with pytest.raises(S.ConfigMismatchError) as e:
         S.resume_search(run, {"seed": 4, "prune_rate": 0.3}, quiet=True)
     assert e.value.keys == ["prune_rate", "seed"] and "prune_rate" in str(e.value) and "seed" in str(e.value)
@@ -246,6 +246,20 @@ def baseline(imp_run, max_level=None, **kw):
     assert json.loads((bdir / "dense" / "DONE").read_text())["note"] == f"copied from {run / 'dense'}"
     assert torch.equal(ckpt(bdir, "dense")["G.conv_out.weight"], ckpt(run, "dense")["G.conv_out.weight"])
     return bdir, rows
+
+
+def test_another_schedule_is_a_baseline_that_reuses_the_dense_level(imp_run):
+    # a coarser grid (here for random pruning) needs no second dense run
+    run, rows = imp_run
+    cfg = SearchConfig(gan="sngan", target_sparsity=0.5904, prune_rate=0.36, method="random", **TINY)
+    bdir, brows = quiet_search(cfg, run, max_level=1)
+    assert bdir == run / "baselines" / "random-prune-rate-0.36-target-sparsity-0.5904"
+    assert json.loads((bdir / "dense" / "DONE").read_text())["note"] == f"copied from {run / 'dense'}"
+    assert brows[0]["fid"] == rows[0]["fid"]
+    assert brows[1]["sparsity_target"] == pytest.approx(0.36) and brows[1]["sparsity"] == pytest.approx(0.36, abs=1e-3)
+    # resuming it with the parent's schedule is still refused
+    with pytest.raises(S.ConfigMismatchError, match="prune_rate"):
+        S.resume_search(bdir, {"prune_rate": 0.2}, quiet=True)
 
 
 def test_random_pruning(imp_run):

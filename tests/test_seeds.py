@@ -156,22 +156,63 @@ def test_a_baseline_of_a_several_seed_run_reuses_each_seeds_dense(seeds_run):
     assert "| random" in R.markdown_table(runs)
 
 
-def test_a_killed_several_seed_search_resumes(tmp_path):
-    out = tmp_path / "killed"
+def _start_tiny_search(out, iterations: int, **popen) -> subprocess.Popen:
+    """A 2-seed tiny search in a process of its own, checkpointing every 5 iterations."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    args = [sys.executable, "-m", "lthgan.cli", "search", "--preset", "tiny", "--iterations", "60",
+    args = [sys.executable, "-m", "lthgan.cli", "search", "--preset", "tiny", "--iterations", str(iterations),
             "--checkpoint-every", "5", "--eval-samples", "64", "--device", "cpu", "--target-sparsity", "0.2",
             "--seeds", "2", "--quiet", "--out", str(out)]
-    p = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         start_new_session=True)
-    deadline = time.time() + 300
-    while not (out / "seed-00" / "round-01" / "train_state.pt").exists() and time.time() < deadline:
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
+
+
+def _wait_for(path, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while not path.exists() and time.time() < deadline:
         time.sleep(0.2)
+
+
+def test_a_killed_several_seed_search_resumes(tmp_path):
+    out = tmp_path / "killed"
+    p = _start_tiny_search(out, 60, start_new_session=True)
+    _wait_for(out / "seed-00" / "round-01" / "train_state.pt")
     os.killpg(p.pid, signal.SIGKILL)  # the coordinator and its workers
     p.wait()
     assert not (out / "seed-00" / "round-01" / "DONE").exists()
     run, rows = S.resume_search(out, quiet=True)
     assert [r["name"] for r in rows] == ["dense", "round-01"] and rows[1]["seeds"] == 2
+
+
+def _workers_of(out) -> list[int]:
+    """Pids of the seed workers running in ``out`` (read from /proc)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"lthgan.search.worker" in cmd and any(str(out).encode() in c for c in cmd):
+            pids.append(int(d.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
+def test_sigterm_to_the_coordinator_stops_its_workers(tmp_path):
+    # `kill PID` of the coordinator alone (no process group) must not leave a worker training on
+    out = tmp_path / "termed"
+    p = _start_tiny_search(out, 400)
+    _wait_for(out / "seed-00" / "dense" / "train_state.pt")
+    assert _workers_of(out), "a worker is training"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGTERM and b"Traceback" not in err
+    deadline = time.time() + 30
+    while _workers_of(out) and time.time() < deadline:
+        time.sleep(0.2)
+    left = _workers_of(out)
+    for pid in left:  # do not leave them running when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "no worker is left training after the coordinator stopped"
+    assert not (out / "seed-00" / "dense" / "DONE").exists()
 
 
 def test_several_seeds_refusals(seeds_run, tmp_path):

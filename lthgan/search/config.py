@@ -79,9 +79,9 @@ class SearchConfig:
         role=FREE, commands=ALL, flag="--download/--no-download")
     target_sparsity: float | None = setting(
         None, "Share of the prunable G weights to prune, in (0, 1). Default: the family's (the "
-        "paper's last matching sparsity: SNGAN 0.67232 = 1 - 0.8^5, CycleGAN 0.74).", masks=True, kind="open01")
+        "paper's last matching sparsity: SNGAN 0.67232 = 1 - 0.8^5, CycleGAN 0.74).", role=VARIANT, masks=True, kind="open01")
     prune_rate: float = setting(0.2, "Share of the surviving weights pruned per round, in (0, 1).",
-                                masks=True, kind="open01")
+                                role=VARIANT, masks=True, kind="open01")
     method: str = setting("imp", "Pruning method (see `lthgan search --help`).", role=VARIANT,
                           choices=lambda: _methods.names(internal=True), cli_choices=lambda: _methods.names())
     prune_d: bool = setting(False, "Prune the discriminator(s) too, to the same sparsity.",

@@ -9,8 +9,10 @@ search stops. A killed coordinator resumes like a single search.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -98,28 +100,48 @@ class SeedSearch:
         name = self.seeds[0].level(index).name
         self._say(f"{name}: {len(todo)} seed(s), {procs} at a time with {threads} thread(s) each")
         running: list[tuple[RunDir, subprocess.Popen, int]] = []
-        try:
-            while todo or running:
-                while todo and len(running) < procs:
-                    # the seeds starting now share the cores the running ones leave free (the
-                    # last seed of a level gets them all)
-                    free = cores - sum(t for _, _, t in running)
-                    starting = min(procs - len(running), len(todo))
-                    t = max(1, free // starting)
-                    s = todo.pop(0)
-                    running.append((s, _spawn(s, index, t), t))
-                time.sleep(0.2)
-                for s, p, t in [r for r in running if r[1].poll() is not None]:
-                    running.remove((s, p, t))
-                    if p.returncode != 0:
-                        raise WorkerFailed(f"{s.path.name} failed at {name} (exit code {p.returncode}): "
-                                           f"{_last_line(s)}; see {s.worker_log}")
-        except BaseException:
-            for _, p, _ in running:
-                p.terminate()
-            for _, p, _ in running:
-                p.wait()
-            raise
+        with _terminate_raises():
+            try:
+                while todo or running:
+                    while todo and len(running) < procs:
+                        # the seeds starting now share the cores the running ones leave free (the
+                        # last seed of a level gets them all)
+                        free = cores - sum(t for _, _, t in running)
+                        starting = min(procs - len(running), len(todo))
+                        t = max(1, free // starting)
+                        s = todo.pop(0)
+                        running.append((s, _spawn(s, index, t), t))
+                    time.sleep(0.2)
+                    for s, p, t in [r for r in running if r[1].poll() is not None]:
+                        running.remove((s, p, t))
+                        if p.returncode != 0:
+                            raise WorkerFailed(f"{s.path.name} failed at {name} (exit code {p.returncode}): "
+                                               f"{_last_line(s)}; see {s.worker_log}")
+            except BaseException:
+                for _, p, _ in running:
+                    p.terminate()
+                for _, p, _ in running:
+                    p.wait()
+                raise
+
+
+@contextlib.contextmanager
+def _terminate_raises():
+    """While a level runs, SIGTERM (``kill``, a job scheduler) raises SystemExit like Ctrl-C
+    raises KeyboardInterrupt, so the coordinator stops its workers instead of leaving them
+    training on. Python's default for SIGTERM is to die at once, orphaning them."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        old = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: signals can't be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _spawn(seed: RunDir, index: int, threads: int) -> subprocess.Popen:
