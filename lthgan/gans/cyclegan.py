@@ -120,8 +120,10 @@ def _paper() -> CycleGANConfig:
 
 
 def _quick() -> CycleGANConfig:
-    # 32x32 on 2 CPU cores: ~17 iterations/s with both cores free (12 on one), so a round
-    # is ~1 min and a search to 0.74 (8 levels) ~9 min. Measured learning curves
+    # 32x32 on 2 CPU cores: ~17 iterations/s with both cores free (12 on one) on the machine
+    # that set it, so a round is ~1 min and a search to 0.74 (8 levels) ~9 min; the 2-core
+    # machine of 2026-12-02 reaches 3.3-4.7 on one core, ~4 min a round (BENCHMARKS.md,
+    # "Quick-preset searches, 3 seeds"). Measured learning curves
     # (scripts/learning_curve.py; BENCHMARKS.md, "Quick presets"): the trained generators'
     # A2B digit-FID swings between ~7 and ~32 from one checkpoint to the next, and from
     # ~1000 iterations on it drifts up (busier photo textures over the digit), with or

@@ -86,8 +86,10 @@ def _paper() -> SNGANConfig:
 
 
 def _quick() -> SNGANConfig:
-    # 32x32 on 2 CPU cores: ~8.8 iterations/s with both cores free (5 on one), so a round
-    # of 1000 iterations is ~2 min and a search to 0.67 (6 levels) ~12 min. One D step per
+    # 32x32 on 2 CPU cores: ~8.8 iterations/s with both cores free (5 on one) on the machine
+    # that set it, so a round of 1000 iterations is ~2 min and a search to 0.67 (6 levels)
+    # ~12 min; the 2-core machine of 2026-12-02 reaches 1.85 on one core, ~9 min a round
+    # (BENCHMARKS.md, "Quick-preset searches, 3 seeds"). One D step per
     # G step and a short EMA (time constant ~50 iterations) suit the short schedule. The
     # learning curve (scripts/learning_curve.py, BENCHMARKS.md) falls from digit-FID 60
     # (untrained) to ~13 at 300-400 iterations and levels off near 5 from ~900: a round ends
