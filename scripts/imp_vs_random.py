@@ -27,6 +27,19 @@ def load(paths):
     return out
 
 
+def compare(a, b) -> tuple[float, float, str]:
+    """Paired one-sided t-tests of two lists of FIDs (same seeds, same order): (p that a is lower,
+    p that b is lower, the verdict at 95%)."""
+    p = stats.ttest_rel(a, b, alternative="less").pvalue
+    q = stats.ttest_rel(a, b, alternative="greater").pvalue
+    return p, q, ("first better" if p < 0.05 else "second better" if q < 0.05 else "no")
+
+
+def mean_sd(xs, sign: bool = False) -> str:
+    m = f"{statistics.mean(xs):+.3f}" if sign else f"{statistics.mean(xs):.3f}"
+    return f"{m} ± {statistics.stdev(xs):.3f}"
+
+
 def main(paths):
     rows = load(paths)
     first = next(iter(rows.values()))
@@ -41,15 +54,11 @@ def main(paths):
         for c in cols:
             a = [float(rows[("imp", s, k)][c]) for k in seeds]
             b = [float(rows[("random", s, k)][c]) for k in seeds]
-            d = [x - y for x, y in zip(a, b)]
-            p = stats.ttest_rel(a, b, alternative="less").pvalue
-            q = stats.ttest_rel(a, b, alternative="greater").pvalue
-            verdict = "IMP better" if p < 0.05 else "random better" if q < 0.05 else "no"
+            p, q, verdict = compare(a, b)
+            verdict = verdict.replace("first", "IMP").replace("second", "random")
             name = c.replace("fid_", "").upper() if c != "fid" else "FID"
-            print(f"| {s:.2%} | {name} | {len(seeds)} | {statistics.mean(a):.3f} ± {statistics.stdev(a):.3f} "
-                  f"| {statistics.mean(b):.3f} ± {statistics.stdev(b):.3f} | {statistics.mean(d):+.3f} ± "
-                  f"{statistics.stdev(d):.3f} | {p:.3f} | {q:.3f} | {verdict} |")
-
+            print(f"| {s:.2%} | {name} | {len(seeds)} | {mean_sd(a)} | {mean_sd(b)} "
+                  f"| {mean_sd([x - y for x, y in zip(a, b)], sign=True)} | {p:.3f} | {q:.3f} | {verdict} |")
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
