@@ -1,5 +1,5 @@
-"""The scripts that turn runs into published tables: scripts/imp_vs_random.py and
-scripts/transfer_vs_random.py, on constructed inputs whose verdicts are known."""
+"""The scripts that turn runs into published tables: scripts/imp_vs_random.py,
+scripts/transfer_vs_random.py and scripts/compare_variants.py, on constructed inputs whose verdicts are known."""
 from __future__ import annotations
 
 import csv
@@ -80,3 +80,40 @@ def test_transfer_vs_random_needs_two_seeds(tmp_path):
     a = [transfer_run(tmp_path, "imp-s0", 0, 5.0, 5.0)]
     r = script("transfer_vs_random.py", "--runs", "imp", *a)
     assert r.returncode != 0 and "two or more seeds" in r.stderr
+
+
+def variant_run(run: Path, level: str, fids: list[float], **extra) -> Path:
+    for k, fid in enumerate(fids):
+        d = run / f"seed-{k:02d}" / level
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps(dict(seed=k, fid=fid, sparsity=0.45, **extra)))
+        (d / "DONE").write_text("{}")
+    return run
+
+
+def test_compare_variants_pairs_seeds_against_the_reference_and_dense(tmp_path):
+    run = variant_run(tmp_path / "run", "dense", [5.0, 6.0, 5.5], )
+    variant_run(run, "round-01", [5.1, 5.8, 5.6], d_init="init", d_sparsity=0.0)
+    trained = variant_run(tmp_path / "trained", "round-01", [7.0, 8.1, 7.4], d_init="trained", d_sparsity=0.0)
+    pruned = variant_run(tmp_path / "pruned", "round-01", [5.2, 5.7, 5.8], d_init="init", d_sparsity=0.45)
+    (pruned / "seed-02" / "round-01" / "DONE").unlink()  # unfinished: seed 2 drops out
+    r = script("compare_variants.py", "--dense", run, "--runs", "init", run, "--runs", "trained", trained)
+    assert r.returncode == 0, r.stderr
+    rows = {row[0]: row for row in table_rows(r.stdout) if row[0] != "run"}
+    assert rows["init"][5].startswith("yes") and rows["trained"][5].startswith("no")
+    p = stats.ttest_rel([7.0, 8.1, 7.4], [5.1, 5.8, 5.6], alternative="greater").pvalue
+    assert rows["trained"][6].startswith("+2.000 ±") and rows["trained"][8] == f"{p:.3f}"
+    assert rows["trained"][9] == "higher" and rows["trained"][3] == "trained"
+    r = script("compare_variants.py", "--dense", run, "--runs", "init", run, "--runs", "pruned", pruned)
+    assert r.returncode == 0, r.stderr
+    assert "Seeds [0, 1]" in r.stdout
+    rows = {row[0]: row for row in table_rows(r.stdout) if row[0] != "run"}
+    assert rows["pruned"][2] == "45.00%" and rows["pruned"][9] == "no"
+
+
+def test_compare_variants_refuses_a_run_with_no_finished_level(tmp_path):
+    run = variant_run(tmp_path / "run", "dense", [5.0, 6.0])
+    variant_run(run, "round-01", [5.1, 5.8])
+    (tmp_path / "empty").mkdir()
+    r = script("compare_variants.py", "--dense", run, "--runs", "init", run, "--runs", "x", tmp_path / "empty")
+    assert r.returncode != 0 and "x: no finished round-01" in r.stderr
