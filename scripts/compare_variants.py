@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from imp_vs_random import compare, mean_sd  # noqa: E402
 
+from lthgan.search.rundir import Level  # noqa: E402
 from lthgan.search.verdict import paired_test  # noqa: E402
 
 
@@ -26,8 +27,8 @@ def per_seed(run: Path, level: str) -> dict[int, dict]:
     """{seed: metrics} of ``level`` in every ``seed-KK`` of ``run`` that finished it."""
     out = {}
     for seed_dir in sorted(run.glob("seed-*")):
-        f = seed_dir / level / "metrics.json"
-        if f.is_file() and (seed_dir / level / "DONE").is_file():
+        f = seed_dir / level / Level.METRICS
+        if f.is_file() and (seed_dir / level / Level.DONE).is_file():
             out[int(seed_dir.name.split("-")[1])] = json.loads(f.read_text())
     return out
 

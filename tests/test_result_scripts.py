@@ -92,7 +92,7 @@ def variant_run(run: Path, level: str, fids: list[float], **extra) -> Path:
 
 
 def test_compare_variants_pairs_seeds_against_the_reference_and_dense(tmp_path):
-    run = variant_run(tmp_path / "run", "dense", [5.0, 6.0, 5.5], )
+    run = variant_run(tmp_path / "run", "dense", [5.0, 6.0, 5.5])
     variant_run(run, "round-01", [5.1, 5.8, 5.6], d_init="init", d_sparsity=0.0)
     trained = variant_run(tmp_path / "trained", "round-01", [7.0, 8.1, 7.4], d_init="trained", d_sparsity=0.0)
     pruned = variant_run(tmp_path / "pruned", "round-01", [5.2, 5.7, 5.8], d_init="init", d_sparsity=0.45)
