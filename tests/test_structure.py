@@ -227,3 +227,26 @@ def test_dcgan_channel_search(tmp_path):
     task, models, _ = S.model_from_checkpoint(run / "round-01" / "checkpoint.safetensors")
     z = gans.family("dcgan").generator_input(task.config, 2)
     assert models["G"](z).shape == (2, 3, 16, 16)
+
+
+def test_export_speedup_script_times_exported_levels(channel_run):
+    run, _ = channel_run
+    repo = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, str(repo / "scripts" / "export_speedup.py"), run / "dense",
+                        run / "round-02", "--repeats", "2", "--rounds", "1"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "lthgan not importable" in p.stdout
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in p.stdout.splitlines()
+            if line.startswith(f"| {run}")]
+    assert [r[0] for r in rows] == [str(run / "dense"), str(run / "round-02")]
+    dense, slim = metrics(run, "dense"), metrics(run, "round-02")
+    assert rows[1][2] == str(slim["macs"]) and rows[1][3] == f"{dense['macs'] / slim['macs']:.2f}x"
+    for r in rows:  # speed-up = the reference's time over the level's, for both batch sizes
+        for t, s in ((4, 5), (6, 7)):
+            assert float(r[t]) > 0 and r[s].endswith("x")
+            assert float(r[s][:-1]) == pytest.approx(float(rows[0][t]) / float(r[t]), rel=0.01, abs=0.01)
+    assert rows[0][5] == rows[0][7] == "1.00x"
+    bad = subprocess.run([sys.executable, str(repo / "scripts" / "export_speedup.py"), run],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "not a finished level" in bad.stderr
