@@ -117,3 +117,25 @@ def test_compare_variants_refuses_a_run_with_no_finished_level(tmp_path):
     (tmp_path / "empty").mkdir()
     r = script("compare_variants.py", "--dense", run, "--runs", "init", run, "--runs", "x", tmp_path / "empty")
     assert r.returncode != 0 and "x: no finished round-01" in r.stderr
+
+
+def test_imp_vs_random_pairs_any_two_methods_with_their_macs(tmp_path):
+    # a structural IMP run against its finetune baseline: finetune clearly worse, other widths
+    imp, ft = {0: 4.0, 1: 4.4, 2: 4.1}, {0: 6.0, 1: 6.9, 2: 6.3}
+    rows = [dict(method="imp", sparsity_target=0.6975, seed=k, fid=v, macs=3.0e6) for k, v in imp.items()]
+    rows += [dict(method="finetune", sparsity_target=0.6975, seed=k, fid=v, macs=2.0e6 + k * 3e5)
+             for k, v in ft.items()]
+    rows += [dict(method="random", sparsity_target=0.6975, seed=k, fid=1.0, macs=3.0e6) for k in imp]
+    with open(tmp_path / "s.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["method", "sparsity_target", "seed", "fid", "macs"])
+        w.writeheader()
+        w.writerows(rows)
+    r = script("imp_vs_random.py", "--pair", "imp", "finetune", tmp_path / "s.csv")
+    assert r.returncode == 0, r.stderr
+    assert "| IMP | finetune |" in r.stdout and "MACs finetune" in r.stdout
+    (row,) = table_rows(r.stdout)
+    p = stats.ttest_rel(list(imp.values()), list(ft.values()), alternative="less").pvalue
+    assert row[:5] == ["69.75%", "FID", "3", "3.00 M", "2.30 M"]
+    assert row[-3] == f"{p:.3f}" and row[-1] == "IMP better"
+    r = script("imp_vs_random.py", "--pair", "imp", "distill", tmp_path / "s.csv")
+    assert r.returncode == 0 and table_rows(r.stdout) == []  # no distill rows: nothing paired
