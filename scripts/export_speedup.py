@@ -61,7 +61,7 @@ def main(argv=None) -> None:
     ap.add_argument("--generator", default=None, help="which generator (CycleGAN: G_AB or G_BA)")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads of the timing process")
     ap.add_argument("--repeats", type=int, default=20, help="timed calls per measurement")
-    ap.add_argument("--rounds", type=int, default=3, help="times every level is measured, in turn")
+    ap.add_argument("--rounds", type=int, default=5, help="times every level is measured, in turn")
     args = ap.parse_args(argv)
     for p in args.levels:
         if not (p / Level.METRICS).is_file():
