@@ -12,6 +12,7 @@ alike; the table gives the median over rounds. MACs and parameters come from eac
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,8 @@ from lthgan.search.rundir import Level, eval_checkpoints
 
 BATCHES = (1, 64)
 
-#: run in a process without lthgan: load each file, time it, print JSON {file: {batch: [ms per round]}}
+#: run in a process without lthgan: load each file, time it, print JSON {file: {batch: [ms per round]}}.
+#: It repeats what lthgan.channels.load_exported and latency_ms do, because it must not import lthgan.
 TIMER = r"""
 import json, statistics, sys, time
 sys.modules["lthgan"] = None
@@ -84,7 +86,7 @@ def main(argv=None) -> None:
         if p.returncode != 0:
             sys.exit(f"the timing process failed:\n{p.stderr}")
         times = json.loads(p.stdout)
-    med = [{int(b): sorted(v)[len(v) // 2] for b, v in times[f].items()} for f in files]
+    med = [{int(b): statistics.median(v) for b, v in times[f].items()} for f in files]
     print(f"Exported {g} (plain torch, lthgan not importable), {args.threads} thread(s), median of "
           f"{args.repeats} calls, median over {args.rounds} rounds; speed-up against {args.levels[0]}.\n")
     print("| level | params | MACs/img | MAC reduction | " +
