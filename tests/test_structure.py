@@ -250,3 +250,39 @@ def test_export_speedup_script_times_exported_levels(channel_run):
     bad = subprocess.run([sys.executable, str(repo / "scripts" / "export_speedup.py"), run],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "not a finished level" in bad.stderr
+
+
+def test_fid_vs_macs_script_reads_a_published_table(channel_run, tmp_path):
+    """scripts/fid_vs_macs.py: a published report.csv comes back as the same levels the run
+    directory gives, and is drawn beside runs only when their GAN, data and extractor agree."""
+    import importlib.util
+
+    from lthgan.search import report
+
+    run, _ = channel_run
+    repo = Path(__file__).resolve().parents[1]
+    pub = tmp_path / "published"
+    r = invoke("report", run, "--out", pub)
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((run / "config.json").read_text())
+    (pub / "config.json").write_text(json.dumps(cfg))
+    spec = importlib.util.spec_from_file_location("fid_vs_macs", repo / "scripts" / "fid_vs_macs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    got = mod.published_run(pub, report.load_run(run).label)
+    want = report.load_run(run).levels
+    assert [lv["level"] for lv in got.levels] == [lv["level"] for lv in want]
+    for g, w in zip(got.levels, want):
+        assert g["fid"] == pytest.approx(w["fid"], rel=1e-9)
+        assert g["sparsity"] == pytest.approx(w["sparsity"], rel=1e-9) and g["macs"] == w["macs"]
+        assert g["matching"] == w.get("matching")
+    out = tmp_path / "macs.png"
+    p = subprocess.run([sys.executable, str(repo / "scripts" / "fid_vs_macs.py"), run, "--published", pub,
+                        "--out", out], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    cfg["search"]["gan"] = "dcgan"
+    (pub / "config.json").write_text(json.dumps(cfg))
+    p = subprocess.run([sys.executable, str(repo / "scripts" / "fid_vs_macs.py"), run, "--published", pub,
+                        "--out", out], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "not comparable" in p.stderr and "Traceback" not in p.stderr
