@@ -57,6 +57,13 @@ print(json.dumps(out))
 """
 
 
+def _costs(level: Path, generator: str) -> dict:
+    """``params`` and ``macs`` of ``generator`` at ``level`` (its metrics hold them per generator
+    where there are several, as for CycleGAN; else the level's own)."""
+    m = json.loads((level / Level.METRICS).read_text())
+    return (m.get("per_generator") or {}).get(generator, m)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("levels", nargs="+", type=Path, help="level folders; the first is the reference")
@@ -92,9 +99,9 @@ def main(argv=None) -> None:
     print("| level | params | MACs/img | MAC reduction | " +
           " | ".join(f"batch {b} ms | speed-up b{b}" for b in BATCHES) + " |")
     print("|---|---|---|---|" + "---|---|" * len(BATCHES))
-    ref = json.loads((args.levels[0] / Level.METRICS).read_text())
+    ref = _costs(args.levels[0], g)
     for p, m in zip(args.levels, med):
-        mt = json.loads((p / Level.METRICS).read_text())
+        mt = _costs(p, g)
         red = f"{ref['macs'] / mt['macs']:.2f}x" if mt.get("macs") and ref.get("macs") else ""
         cells = " | ".join(f"{m[b]:.4g} | {med[0][b] / m[b]:.2f}x" for b in BATCHES)
         print(f"| {p} | {mt.get('params', '')} | {mt.get('macs', '')} | {red} | {cells} |")

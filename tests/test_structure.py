@@ -286,3 +286,40 @@ def test_fid_vs_macs_script_reads_a_published_table(channel_run, tmp_path):
     p = subprocess.run([sys.executable, str(repo / "scripts" / "fid_vs_macs.py"), run, "--published", pub,
                         "--out", out], capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "not comparable" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_macs_series_draws_a_shared_dense_once():
+    """fid_vs_macs.png: structural levels at their own MACs, unstructured ones at the dense MACs
+    without their dense level, and a dense level reused by a baseline not drawn twice."""
+    from lthgan.search.plot import macs_series
+    from lthgan.search.report import Run
+
+    def run(structure, levels):
+        return Run(Path("x"), {"search": {"structure": structure}}, levels, structure)
+
+    dense = {"level": 0, "fid": 5.0, "macs": 8e6, "sparsity": 0.0}
+    imp = run("channel", [dense, {"level": 1, "fid": 6.0, "macs": 2e6, "matching": True, "sparsity": 0.5}])
+    base = run("channel", [dict(dense), {"level": 1, "fid": 9.0, "macs": 3e6, "matching": False, "sparsity": 0.5}])
+    other = run("channel", [dict(dense, fid=5.5), {"level": 1, "fid": 7.0, "macs": 4e6, "sparsity": 0.5}])
+    weight = run("weight", [dict(dense, fid=4.0, macs=None), {"level": 1, "fid": 4.5, "sparsity": 0.5}])
+    got = {i: (s, pts) for i, s, pts in macs_series([imp, base, other, weight], None)}
+    assert got[0] == (True, [(2.0, 6.0, None, True, False), (8.0, 5.0, None, None, True)])
+    assert got[1] == (True, [(3.0, 9.0, None, False, False)])  # the parent's dense left out
+    assert [p[:2] for p in got[2][1]] == [(4.0, 7.0), (8.0, 5.5)]  # another dense is drawn
+    assert got[3] == (False, [(8.0, 4.5, None, None, False)])  # at the dense MACs, no dense point
+
+
+def test_export_speedup_reads_the_timed_generators_costs(tmp_path):
+    """scripts/export_speedup.py reports the params and MACs of the generator it times (CycleGAN
+    keeps them per generator), not the sum over both."""
+    import importlib.util
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("export_speedup", repo / "scripts" / "export_speedup.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    per = {"G_AB": {"params": 10, "macs": 100}, "G_BA": {"params": 20, "macs": 300}}
+    (tmp_path / "metrics.json").write_text(json.dumps({"params": 30, "macs": 400, "per_generator": per}))
+    assert mod._costs(tmp_path, "G_BA") == per["G_BA"] and mod._costs(tmp_path, "G_AB") == per["G_AB"]
+    (tmp_path / "metrics.json").write_text(json.dumps({"params": 30, "macs": 400}))
+    assert mod._costs(tmp_path, "G")["macs"] == 400

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from .._io import atomic_write
 
-__all__ = ["plot", "plot_macs"]
+__all__ = ["plot", "plot_macs", "macs_series"]
 
 
 def _point(lvl: dict, direction: str | None) -> tuple[float | None, float | None, bool | None]:
@@ -101,26 +101,43 @@ def plot(runs: Sequence, path) -> Path:
         plt.close(fig)
 
 
+def macs_series(runs: Sequence, direction: str | None) -> list[tuple[int, bool, list[tuple]]]:
+    """The points of :func:`plot_macs` in one panel: ``(run index, structural, [(MACs in
+    millions, FID, sd, matching, is dense)])`` per run with any. Structural levels sit at their
+    own MACs, unstructured ones at the dense MACs (their level 0 left out). A dense level drawn
+    already (a baseline reuses its parent's) is not drawn again."""
+    dense_macs = next((r.dense.get("macs") for r in runs if r.dense and r.dense.get("macs")), None)
+    denses: list[float] = []
+    out = []
+    for i, r in enumerate(runs):
+        structural = r.search.get("structure") == "channel"
+        pts = []
+        for lvl in r.levels:
+            fid, sd, ok = _point(lvl, direction)
+            macs = lvl.get("macs") if structural else dense_macs
+            is_dense = lvl.get("level", 0) == 0
+            if fid is None or macs is None or (is_dense and not structural):
+                continue
+            if is_dense:
+                if any(abs(fid - v) < 1e-9 for v in denses):
+                    continue
+                denses.append(fid)
+            pts.append((macs / 1e6, fid, sd, ok, is_dense))
+        if pts:
+            out.append((i, structural, sorted(pts)))
+    return out
+
+
 def plot_macs(runs: Sequence, path) -> Path:
     """``fid_vs_macs.png``: FID (each direction's panel) against the generators' MACs per
-    image. Structural levels sit at their own MACs; unstructured levels at their dense MACs
-    (masks save no compute), drawn with an x marker; dense as a star. Matching levels filled."""
+    image (see :func:`macs_series`): unstructured levels drawn with an x marker, dense as a
+    star, matching levels filled."""
+    from matplotlib.ticker import LogLocator, NullFormatter, FuncFormatter
+
     plt, panels, fig, axes, colors = _figure(runs, extra_width=2)
-    dense_macs = next((r.dense.get("macs") for r in runs if r.dense and r.dense.get("macs")), None)
     for ax, d in zip(axes[0], panels):
-        for i, r in enumerate(runs):
-            c = colors[i % len(colors)]
-            structural = r.search.get("structure") == "channel"
-            pts = []
-            for lvl in r.levels:
-                fid, sd, ok = _point(lvl, d)
-                macs = lvl.get("macs") if structural else dense_macs
-                if fid is None or macs is None or (lvl.get("level", 0) == 0 and not structural):
-                    continue
-                pts.append((macs / 1e6, fid, sd, ok, lvl.get("level", 0) == 0))
-            if not pts:
-                continue
-            pts.sort()
+        for i, structural, pts in macs_series(runs, d):
+            r, c = runs[i], colors[i % len(colors)]
             xs, ys, sds, oks, is_dense = zip(*pts)
             label = r.label + ("" if structural else " (unstructured: dense MACs)")
             marker = "o" if structural else "x"
@@ -133,6 +150,9 @@ def plot_macs(runs: Sequence, path) -> Path:
             if dn:
                 ax.plot(*zip(*dn), "*", ms=12, color=c, zorder=4)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("generator MACs per image (millions, log scale)")
         ax.set_ylabel(f"FID {d}" if d else "FID")
         ax.grid(alpha=0.3, which="both")
