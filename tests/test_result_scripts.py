@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from scipy import stats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,3 +140,57 @@ def test_imp_vs_random_pairs_any_two_methods_with_their_macs(tmp_path):
     assert row[-3] == f"{p:.3f}" and row[-1] == "IMP better"
     r = script("imp_vs_random.py", "--pair", "imp", "distill", tmp_path / "s.csv")
     assert r.returncode == 0 and table_rows(r.stdout) == []  # no distill rows: nothing paired
+
+
+def _colour_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("translation_colour", REPO / "scripts" / "translation_colour.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_colourfulness_against_a_numpy_reference():
+    import numpy as np
+    import torch
+
+    mod = _colour_module()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 3, 8, 8, generator=g) * 2 - 1
+    x[0] = x[0, :1]  # a grey image
+    got = mod.colourfulness(x)
+    for img, c in zip(x.double().numpy(), got.tolist()):
+        r, gg, b = ((img + 1) * 127.5).reshape(3, -1)
+        rg, yb = r - gg, 0.5 * (r + gg) - b
+        want = np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
+        assert c == pytest.approx(want, rel=1e-9, abs=1e-9)
+    assert got[0] == 0.0 and (got[1:] > 0).all()
+    red = torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
+    assert mod.colourfulness(red).item() == pytest.approx(0.3 * (255 ** 2 + 127.5 ** 2) ** 0.5)
+
+
+def test_translation_colour_script_on_a_tiny_cyclegan_run(tmp_path):
+    import torch
+
+    from lthgan import search as S
+    from lthgan.gans.cyclegan import translate
+
+    cfg = S.SearchConfig(gan="cyclegan", target_sparsity=0.2, preset="tiny", iterations=3, eval_samples=16,
+                         device="cpu", seed=1)
+    run, _ = S.run_search(cfg, tmp_path / "cg", quiet=True)
+    r = script("translation_colour.py", run / "dense", run / "round-01", "--n", 16)
+    assert r.returncode == 0, r.stderr
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in r.stdout.splitlines()
+            if line.startswith(f"| {run}")]
+    assert [x[0] for x in rows] == [str(run / "dense"), str(run / "round-01")]
+    mod = _colour_module()
+    task, models, _ = S.model_from_checkpoint(run / "round-01" / "checkpoint.safetensors")
+    data = S.load_eval_data(__import__("lthgan").gans.family("cyclegan"), "digits:digits-m", task.config.resolution)
+    ab = translate(models["G_AB"], data.sources[0].all()[:16].float())
+    assert rows[1][1] == mod._ms(mod.colourfulness(ab))
+    fid = json.loads((run / "round-01" / "metrics.json").read_text())["directions"]
+    assert rows[1][3] == f"{fid['A2B']['fid']:.3f}" and rows[1][4] == f"{fid['B2A']['fid']:.3f}"
+    assert "Real test images: A 0.0 ± 0.0" in r.stdout  # digits are grey
+    bad = script("translation_colour.py", tmp_path / "nowhere")
+    assert bad.returncode == 2 and "nowhere" in bad.stderr and "Traceback" not in bad.stderr
