@@ -6,7 +6,8 @@ onto a flat background can score a *lower* A2B FID than one that paints the text
 puts a number on what the samples show: the colourfulness of Hasler and Süsstrunk (2003),
 σ_rgyb + 0.3 μ_rgyb on 0–255 RGB, per image, mean ± sd over the first N test images of each
 direction's source translated by the level's generator (EMA where kept, as the evaluation uses),
-and of the real test images of both domains (grey `digits`: 0).
+and of the real test images of both domains (grey `digits`: 0). Beside it, the share of each
+direction's outputs that the classifier's domain head puts in the target domain ("in target").
 
     python scripts/translation_colour.py RUN/dense RUN/round-02 [...] [--n 300]
 """
@@ -21,6 +22,7 @@ import torch
 
 from lthgan import gans
 from lthgan.gans.cyclegan import translate
+from lthgan.metrics import load_digits_classifier
 from lthgan.search.checkpoints import model_from_checkpoint
 from lthgan.search.errors import RunDirError, SearchError
 from lthgan.search.evaluation import load_eval_data
@@ -39,6 +41,14 @@ def colourfulness(images: torch.Tensor) -> torch.Tensor:
     return std + 0.3 * mean
 
 
+@torch.no_grad()
+def in_domain(images: torch.Tensor, domain: int, net=None) -> float:
+    """Share of ``images`` the bundled digits classifier's domain head assigns to ``domain``
+    (0: plain digits, 1: digits over photos)."""
+    net = net or load_digits_classifier()
+    return (net.domain_logits(images.float()).argmax(1) == domain).float().mean().item()
+
+
 def _ms(v: torch.Tensor) -> str:
     return f"{v.mean().item():.1f} ± {v.std().item():.1f}"
 
@@ -48,7 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("levels", nargs="+", type=Path, help="finished levels of a CycleGAN run (or checkpoints)")
     ap.add_argument("--n", type=int, default=300, help="test images per direction (the evaluation's 300)")
     a = ap.parse_args(argv)
-    rows, data, pairs = [], None, []
+    rows, data, pairs, net = [], None, [], load_digits_classifier()
     for p in a.levels:
         try:
             task, models, _ = model_from_checkpoint(eval_checkpoints(p)[-1])
@@ -64,14 +74,17 @@ def main(argv=None) -> int:
             src = [d.all()[:a.n].float() for d in data.sources]
             print(f"Colourfulness (Hasler–Süsstrunk, 0–255 RGB), mean ± sd over {len(src[0])} test images per "
                   f"direction, data {spec}. Real test images: A {_ms(colourfulness(src[0]))}, "
-                  f"B {_ms(colourfulness(src[1]))}.\n")
+                  f"B {_ms(colourfulness(src[1]))}; the domain head puts {in_domain(src[0], 0, net):.1%} of A "
+                  f"in A and {in_domain(src[1], 1, net):.1%} of B in B.\n")
         ab, ba = translate(models["G_AB"], src[0]), translate(models["G_BA"], src[1])
         fid = _fids(p)
-        rows.append(f"| {p} | {_ms(colourfulness(ab))} | {_ms(colourfulness(ba))} | "
+        rows.append(f"| {p} | {_ms(colourfulness(ab))} | {in_domain(ab, 1, net):.1%} | {_ms(colourfulness(ba))} | "
+                    f"{in_domain(ba, 0, net):.1%} | "
                     + " | ".join(f"{fid[d]:.3f}" if d in fid else "" for d in ("A2B", "B2A")) + " |")
         if "A2B" in fid:
             pairs.append((colourfulness(ab).mean().item(), fid["A2B"]))
-    print("| level | A→B (by G_AB) | B→A (by G_BA) | FID A2B | FID B2A |\n|---|---|---|---|---|")
+    print("| level | A→B colour | A→B in target | B→A colour | B→A in target | FID A2B | FID B2A |\n"
+          "|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     if len(pairs) >= 3:
         from scipy import stats

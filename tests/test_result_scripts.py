@@ -189,8 +189,13 @@ def test_translation_colour_script_on_a_tiny_cyclegan_run(tmp_path):
     data = S.load_eval_data(__import__("lthgan").gans.family("cyclegan"), "digits:digits-m", task.config.resolution)
     ab = translate(models["G_AB"], data.sources[0].all()[:16].float())
     assert rows[1][1] == mod._ms(mod.colourfulness(ab))
+    assert rows[1][2] == f"{mod.in_domain(ab, 1):.1%}"
     fid = json.loads((run / "round-01" / "metrics.json").read_text())["directions"]
-    assert rows[1][3] == f"{fid['A2B']['fid']:.3f}" and rows[1][4] == f"{fid['B2A']['fid']:.3f}"
+    assert rows[1][5] == f"{fid['A2B']['fid']:.3f}" and rows[1][6] == f"{fid['B2A']['fid']:.3f}"
     assert "Real test images: A 0.0 ± 0.0" in r.stdout  # digits are grey
+    real = data.sources
+    a_, b_ = real[0].all()[:64].float(), real[1].all()[:64].float()
+    assert mod.in_domain(a_, 0) > 0.9 and mod.in_domain(b_, 1) > 0.9 and mod.in_domain(a_, 1) < 0.1
+    assert f"{mod.in_domain(real[0].all()[:16].float(), 0):.1%} of A in A" in r.stdout
     bad = script("translation_colour.py", tmp_path / "nowhere")
     assert bad.returncode == 2 and "nowhere" in bad.stderr and "Traceback" not in bad.stderr
