@@ -7,7 +7,8 @@ puts a number on what the samples show: the colourfulness of Hasler and Süsstru
 σ_rgyb + 0.3 μ_rgyb on 0–255 RGB, per image, mean ± sd over the first N test images of each
 direction's source translated by the level's generator (EMA where kept, as the evaluation uses),
 and of the real test images of both domains (grey `digits`: 0). Beside it, the share of each
-direction's outputs that the classifier's domain head puts in the target domain ("in target").
+direction's outputs that the classifier's domain head puts in the target domain ("in target"),
+and the level's FID and label kept per direction from its metrics.
 
     python scripts/translation_colour.py RUN/dense RUN/round-02 [...] [--n 300]
 """
@@ -77,14 +78,15 @@ def main(argv=None) -> int:
                   f"B {_ms(colourfulness(src[1]))}; the domain head puts {in_domain(src[0], 0, net):.1%} of A "
                   f"in A and {in_domain(src[1], 1, net):.1%} of B in B.\n")
         ab, ba = translate(models["G_AB"], src[0]), translate(models["G_BA"], src[1])
-        fid = _fids(p)
+        fid, kept = _fids(p)
         rows.append(f"| {p} | {_ms(colourfulness(ab))} | {in_domain(ab, 1, net):.1%} | {_ms(colourfulness(ba))} | "
                     f"{in_domain(ba, 0, net):.1%} | "
-                    + " | ".join(f"{fid[d]:.3f}" if d in fid else "" for d in ("A2B", "B2A")) + " |")
+                    + " | ".join(f"{fid[d]:.3f}" if d in fid else "" for d in ("A2B", "B2A"))
+                    + " | " + " | ".join(f"{kept[d]:.3f}" if d in kept else "" for d in ("A2B", "B2A")) + " |")
         if "A2B" in fid:
             pairs.append((colourfulness(ab).mean().item(), fid["A2B"]))
-    print("| level | A→B colour | A→B in target | B→A colour | B→A in target | FID A2B | FID B2A |\n"
-          "|---|---|---|---|---|---|---|")
+    print("| level | A→B colour | A→B in target | B→A colour | B→A in target | FID A2B | FID B2A "
+          "| label kept A2B | label kept B2A |\n|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     if len(pairs) >= 3:
         from scipy import stats
@@ -95,13 +97,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def _fids(level: Path) -> dict:
-    """The level's FID per direction, from its metrics (empty for a bare checkpoint)."""
+def _fids(level: Path) -> tuple[dict, dict]:
+    """The level's FID and label kept per direction, from its metrics (empty for a bare checkpoint)."""
     m = level / Level.METRICS
     if not m.is_file():
-        return {}
+        return {}, {}
     dirs = json.loads(m.read_text()).get("directions") or {}
-    return {d: v["fid"] for d, v in dirs.items() if v.get("fid") is not None}
+    return ({d: v["fid"] for d, v in dirs.items() if v.get("fid") is not None},
+            {d: v["label_kept"] for d, v in dirs.items() if v.get("label_kept") is not None})
 
 
 if __name__ == "__main__":

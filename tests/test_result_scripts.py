@@ -192,6 +192,7 @@ def test_translation_colour_script_on_a_tiny_cyclegan_run(tmp_path):
     assert rows[1][2] == f"{mod.in_domain(ab, 1):.1%}"
     fid = json.loads((run / "round-01" / "metrics.json").read_text())["directions"]
     assert rows[1][5] == f"{fid['A2B']['fid']:.3f}" and rows[1][6] == f"{fid['B2A']['fid']:.3f}"
+    assert rows[1][7] == f"{fid['A2B']['label_kept']:.3f}" and rows[1][8] == f"{fid['B2A']['label_kept']:.3f}"
     assert "Real test images: A 0.0 ± 0.0" in r.stdout  # digits are grey
     real = data.sources
     a_, b_ = real[0].all()[:64].float(), real[1].all()[:64].float()
