@@ -53,8 +53,9 @@ def published_run(folder: Path, label: str) -> report.Run:
 
 
 def _key(run: report.Run) -> tuple:
-    res = run.config.get("resolved", {})
-    return run.config.get("search", {}).get("gan"), res.get("data"), res.get("extractor")
+    """What makes FIDs comparable. A published table keeps no extractor weights digest, so the
+    extractor is compared by name (``report.check_comparable`` needs the digest)."""
+    return run.gan, run.data, run.config.get("resolved", {}).get("extractor")
 
 
 def main(argv=None) -> int:

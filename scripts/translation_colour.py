@@ -1,9 +1,9 @@
 """How much colour a CycleGAN level's translations carry, against the real images of each domain.
 
-Digit-FID on the bundled digits classifier's features sees a digit's shape far more than the
-photo texture and colour that `digits-m` adds, so an A2B generator that copies the white digit
-onto a flat background can score a *lower* A2B FID than one that paints the texture. This script
-puts a number on what the samples show: the colourfulness of Hasler and Süsstrunk (2003),
+On `digits` ↔ `digits-m`, A2B digit-FID (on the bundled digits classifier's features) rises with
+the colour of the translations: an A2B generator that copies the white digit onto a flat
+background can score a *lower* A2B FID than one that paints the photo texture. This script puts
+a number on what the samples show: the colourfulness of Hasler and Süsstrunk (2003),
 σ_rgyb + 0.3 μ_rgyb on 0–255 RGB, per image, mean ± sd over the first N test images of each
 direction's source translated by the level's generator (EMA where kept, as the evaluation uses),
 and of the real test images of both domains (grey `digits`: 0). Beside it, the share of each
@@ -11,6 +11,8 @@ direction's outputs that the classifier's domain head puts in the target domain 
 and the level's FID and label kept per direction from its metrics.
 
     python scripts/translation_colour.py RUN/dense RUN/round-02 [...] [--n 300]
+
+Every level must be a finished level folder (or a checkpoint inside one) of the same data.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from lthgan.search.checkpoints import model_from_checkpoint
 from lthgan.search.errors import RunDirError, SearchError
 from lthgan.search.evaluation import load_eval_data
 from lthgan.search.rundir import Level, eval_checkpoints
+from lthgan.search.verdict import direction_fids
 
 
 def colourfulness(images: torch.Tensor) -> torch.Tensor:
@@ -59,18 +62,23 @@ def main(argv=None) -> int:
     ap.add_argument("levels", nargs="+", type=Path, help="finished levels of a CycleGAN run (or checkpoints)")
     ap.add_argument("--n", type=int, default=300, help="test images per direction (the evaluation's 300)")
     a = ap.parse_args(argv)
-    rows, data, pairs, net = [], None, [], load_digits_classifier()
+    rows, data, spec, pairs, net = [], None, None, [], load_digits_classifier()
     for p in a.levels:
         try:
             task, models, _ = model_from_checkpoint(eval_checkpoints(p)[-1])
         except (SearchError, RunDirError) as e:  # one line, as the CLI says it
             print(f"error: {e}", file=sys.stderr)
             return 2
-        if set(models) != {"G_AB", "G_BA"}:
-            print(f"{p}: not a CycleGAN level (generators {sorted(models)})", file=sys.stderr)
+        metrics = _metrics(p)
+        if set(models) != {"G_AB", "G_BA"} or metrics is None:
+            print(f"{p}: not a finished CycleGAN level (generators {sorted(models)}, "
+                  f"metrics {'found' if metrics else 'missing'})", file=sys.stderr)
+            return 2
+        if data is not None and metrics["data"] != spec:
+            print(f"{p}: data {metrics['data']!r}, the levels before it {spec!r}", file=sys.stderr)
             return 2
         if data is None:
-            spec = json.loads((p / Level.METRICS).read_text())["data"] if p.is_dir() else "digits:digits-m"
+            spec = metrics["data"]
             data = load_eval_data(gans.family(task.name), spec, task.config.resolution)
             src = [d.all()[:a.n].float() for d in data.sources]
             print(f"Colourfulness (Hasler–Süsstrunk, 0–255 RGB), mean ± sd over {len(src[0])} test images per "
@@ -78,13 +86,15 @@ def main(argv=None) -> int:
                   f"B {_ms(colourfulness(src[1]))}; the domain head puts {in_domain(src[0], 0, net):.1%} of A "
                   f"in A and {in_domain(src[1], 1, net):.1%} of B in B.\n")
         ab, ba = translate(models["G_AB"], src[0]), translate(models["G_BA"], src[1])
-        fid, kept = _fids(p)
-        rows.append(f"| {p} | {_ms(colourfulness(ab))} | {in_domain(ab, 1, net):.1%} | {_ms(colourfulness(ba))} | "
+        col_ab = colourfulness(ab)
+        dirs = metrics.get("directions") or {}
+        fid, kept = direction_fids(metrics), {d: v.get("label_kept") for d, v in dirs.items()}
+        rows.append(f"| {p} | {_ms(col_ab)} | {in_domain(ab, 1, net):.1%} | {_ms(colourfulness(ba))} | "
                     f"{in_domain(ba, 0, net):.1%} | "
-                    + " | ".join(f"{fid[d]:.3f}" if d in fid else "" for d in ("A2B", "B2A"))
-                    + " | " + " | ".join(f"{kept[d]:.3f}" if d in kept else "" for d in ("A2B", "B2A")) + " |")
-        if "A2B" in fid:
-            pairs.append((colourfulness(ab).mean().item(), fid["A2B"]))
+                    + " | ".join(_f(fid.get(d)) for d in ("A2B", "B2A"))
+                    + " | " + " | ".join(_f(kept.get(d)) for d in ("A2B", "B2A")) + " |")
+        if fid.get("A2B") is not None:
+            pairs.append((col_ab.mean().item(), fid["A2B"]))
     print("| level | A→B colour | A→B in target | B→A colour | B→A in target | FID A2B | FID B2A "
           "| label kept A2B | label kept B2A |\n|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
@@ -97,14 +107,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def _fids(level: Path) -> tuple[dict, dict]:
-    """The level's FID and label kept per direction, from its metrics (empty for a bare checkpoint)."""
-    m = level / Level.METRICS
-    if not m.is_file():
-        return {}, {}
-    dirs = json.loads(m.read_text()).get("directions") or {}
-    return ({d: v["fid"] for d, v in dirs.items() if v.get("fid") is not None},
-            {d: v["label_kept"] for d, v in dirs.items() if v.get("label_kept") is not None})
+def _metrics(path: Path) -> dict | None:
+    """The metrics of the level ``path`` is (or holds the checkpoint of); None where there are none."""
+    m = (path if path.is_dir() else path.parent) / Level.METRICS
+    return json.loads(m.read_text()) if m.is_file() else None
+
+
+def _f(v) -> str:
+    return "" if v is None else f"{v:.3f}"
 
 
 if __name__ == "__main__":

@@ -200,3 +200,14 @@ def test_translation_colour_script_on_a_tiny_cyclegan_run(tmp_path):
     assert f"{mod.in_domain(real[0].all()[:16].float(), 0):.1%} of A in A" in r.stdout
     bad = script("translation_colour.py", tmp_path / "nowhere")
     assert bad.returncode == 2 and "nowhere" in bad.stderr and "Traceback" not in bad.stderr
+    # a checkpoint inside a level reads that level's metrics; levels of other data are refused
+    r = script("translation_colour.py", run / "round-01" / "checkpoint.safetensors", "--n", 16)
+    assert r.returncode == 0 and f"{fid['A2B']['fid']:.3f}" in r.stdout, r.stderr
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(run / "round-01", other)
+    m = json.loads((other / "metrics.json").read_text())
+    (other / "metrics.json").write_text(json.dumps({**m, "data": "digits-m:digits"}))
+    bad = script("translation_colour.py", run / "dense", other, "--n", 16)
+    assert bad.returncode == 2 and "digits-m:digits" in bad.stderr and "Traceback" not in bad.stderr
